@@ -1,0 +1,3 @@
+"""interp_unlearn: find where a model keeps knowledge, remove it, and attack the removal."""
+
+__version__ = "0.1.0"
