@@ -1,0 +1,133 @@
+"""Command line: a thin, testable ``main(argv)`` over the library's dataclasses.
+
+    interp-unlearn evaluate --model organism --mcq forget --json
+    interp-unlearn organism train --preset small --seed 0 --out runs/organism-small
+    interp-unlearn organism report            # the shipped organism and twin, as a table
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from dataclasses import asdict
+from pathlib import Path
+
+DOMAIN_NAMES = ("forget", "retain")
+
+
+def _add_model_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--model", default="organism",
+                   help="built-in name (organism, organism-twin, organism-micro, "
+                        "organism-micro-twin), local HF checkpoint directory, or hub name")
+    p.add_argument("--device", default="cpu")
+    p.add_argument("--dtype", default=None, help="float32 (default), bfloat16, float16")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="interp-unlearn", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    ev = sub.add_parser("evaluate", help="WMDP-style MCQ accuracy of a model")
+    _add_model_args(ev)
+    ev.add_argument("--mcq", default="forget",
+                    help="forget | retain (the organism's evaluation pool) or an MCQ JSONL file "
+                         "in the cais/wmdp schema")
+    ev.add_argument("--scoring", choices=("letter", "cloze"), default=None,
+                    help="default: the model's own (cloze for organisms, letter otherwise)")
+    ev.add_argument("--batch-size", type=int, default=32)
+    ev.add_argument("--json", action="store_true", help="print one JSON object")
+    ev.add_argument("--per-question", type=Path, default=None,
+                    help="also write the per-question table to this CSV")
+
+    org = sub.add_parser("organism", help="train or report the model organism")
+    osub = org.add_subparsers(dest="organism_command", required=True)
+    tr = osub.add_parser("train", help="generate the world and train organism + twin")
+    tr.add_argument("--preset", default="small", help="micro | small")
+    tr.add_argument("--seed", type=int, default=0)
+    tr.add_argument("--out", type=Path, default=None,
+                    help="output directory (default runs/organism-PRESET-seedS)")
+    tr.add_argument("--steps", type=int, default=None, help="override the preset's steps")
+    tr.add_argument("--no-twin", action="store_true", help="skip the never-learned twin")
+    tr.add_argument("--twin-only", action="store_true", help="train only the twin")
+    tr.add_argument("--threads", type=int, default=0)
+    tr.add_argument("--no-progress", action="store_true")
+    rep = osub.add_parser("report", help="evaluate an organism and its twin; print the table")
+    rep.add_argument("--organism", default="organism",
+                     help="built-in organism name (organism or organism-micro)")
+    rep.add_argument("--json", action="store_true")
+    return parser
+
+
+def _cmd_evaluate(args) -> int:
+    from .evaluate import EvalConfig, evaluate_mcq
+    from .loading import load_model
+
+    lm = load_model(args.model, device=args.device, dtype=args.dtype)
+    mcq = lm.mcq_path(args.mcq) if args.mcq in DOMAIN_NAMES else Path(args.mcq)
+    cfg = EvalConfig(scoring=args.scoring or lm.default_scoring, batch_size=args.batch_size)
+    res = evaluate_mcq(lm.model, lm.tokenizer, mcq, cfg, progress=not args.json)
+    if args.per_question:
+        res.per_question.to_csv(args.per_question, index=False)
+    out = {"model": args.model, "mcq": str(args.mcq), **res.to_dict()}
+    if args.json:
+        print(json.dumps(out))
+    else:
+        lo, hi = res.ci95
+        print(f"{args.model} on {args.mcq} ({res.scoring}): accuracy {res.accuracy:.3f} "
+              f"[95% CI {lo:.3f}-{hi:.3f}], n={res.n}")
+    return 0
+
+
+def organism_report(organism: str = "organism"):
+    """Forget/retain accuracy of a built-in organism and its twin, as a DataFrame."""
+    import pandas as pd
+
+    from .evaluate import EvalConfig, evaluate_mcq
+    from .loading import load_model
+
+    rows = []
+    for name in (organism, f"{organism}-twin"):
+        lm = load_model(name)
+        for domain in DOMAIN_NAMES:
+            res = evaluate_mcq(lm.model, lm.tokenizer, lm.mcq_path(domain),
+                               EvalConfig(scoring=lm.default_scoring))
+            rows.append({"model": name, "mcq": domain, "scoring": res.scoring,
+                         "accuracy": res.accuracy, "ci95_low": res.ci95[0],
+                         "ci95_high": res.ci95[1], "n": res.n})
+    return pd.DataFrame(rows)
+
+
+def _cmd_organism(args) -> int:
+    if args.organism_command == "train":
+        from .organism import get_preset, train_organism
+
+        overrides = {"seed": args.seed, "threads": args.threads}
+        if args.steps is not None:
+            overrides["steps"] = args.steps
+        cfg = get_preset(args.preset, **overrides)
+        out = args.out or Path("runs") / f"organism-{args.preset}-seed{args.seed}"
+        members = ("model",) if args.no_twin else ("twin",) if args.twin_only else ("model", "twin")
+        metrics = train_organism(cfg, out, members=members,
+                                 progress=not args.no_progress)
+        print(json.dumps({"out": str(out), "config": asdict(cfg),
+                          **{k: {"final": v["final"], "train_seconds": v["train_seconds"],
+                                 "n_params": v["n_params"]} for k, v in metrics.items()}}))
+        return 0
+    df = organism_report(args.organism)
+    if args.json:
+        print(df.to_json(orient="records"))
+    else:
+        print(df.to_string(index=False, float_format=lambda x: f"{x:.3f}"))
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    handlers = {"evaluate": _cmd_evaluate, "organism": _cmd_organism}
+    return handlers[args.command](args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
