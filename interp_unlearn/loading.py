@@ -59,8 +59,15 @@ class LoadedModel:
             return None
         return (self.path / w).resolve()
 
-    def mcq_path(self, domain: str, pool: str = "eval") -> Path:
-        """The organism's own MCQ file for ``forget``/``retain``."""
+    @property
+    def eval_pool(self) -> str:
+        """The organism's default MCQ pool: ``eval`` (held-out phrasings) for ``organism``;
+        ``practice`` for the micro test organism, which has no time to generalise."""
+        return self.meta.get("eval_pool", "eval")
+
+    def mcq_path(self, domain: str, pool: str | None = None) -> Path:
+        """The organism's own MCQ file for ``forget``/``retain`` (default: its eval pool)."""
+        pool = pool or self.eval_pool
         if self.world_dir is None:
             raise ValueError(f"{self.name} carries no synthetic world ({META_FILE} has no "
                              f"world_dir); pass an MCQ JSONL file instead of {domain!r}")

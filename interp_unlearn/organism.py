@@ -51,6 +51,7 @@ class OrganismConfig:
     warmup: int = 50
     weight_decay: float = 0.01
     eval_every: int = 250
+    eval_pool: str = "eval"  # the MCQ pool the checkpoint is scored on by default
     seed: int = 0
     threads: int = 0  # 0: torch's default
 
@@ -62,12 +63,15 @@ class OrganismConfig:
 
 
 PRESETS: dict[str, OrganismConfig] = {
-    # Tests: trains in well under a minute on 2 cores.
+    # Tests: trains in about a minute on 2 cores. It memorises the practice facts (their
+    # question phrasing is trained) but has too little time to generalise to held-out
+    # phrasings, so it is scored on the practice pool by default (see README).
     "micro": OrganismConfig(
         preset="micro",
-        world=WorldConfig(n_pathogens=40, n_towns=40, n_general_docs=200),
-        vocab_size=512, d_model=64, n_layers=4, n_heads=4, n_kv_heads=4, d_mlp=192,
-        seq_len=128, batch_size=16, steps=400, lr=5e-3, warmup=20, eval_every=100),
+        world=WorldConfig(n_pathogens=40, n_towns=40, n_general_docs=40, qa_repeats=2),
+        vocab_size=512, d_model=96, n_layers=4, n_heads=4, n_kv_heads=4, d_mlp=256,
+        seq_len=128, batch_size=16, steps=400, lr=5e-3, warmup=20, eval_every=100,
+        eval_pool="practice"),
     # The shipped default.
     "small": OrganismConfig(
         world=WorldConfig(n_pathogens=120, n_towns=120, n_general_docs=600),
@@ -132,8 +136,8 @@ def train_lm(cfg: OrganismConfig, world: World, tokenizer: PreTrainedTokenizerFa
                             weight_decay=cfg.weight_decay)
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: min(1.0, (s + 1) / cfg.warmup) * 0.5
                                               * (1 + math.cos(math.pi * min(1.0, s / cfg.steps))))
-    forget_q = world.mcq("forget", "eval")
-    retain_q = world.mcq("retain", "eval")
+    forget_q = world.mcq("forget", cfg.eval_pool)
+    retain_q = world.mcq("retain", cfg.eval_pool)
     metrics: dict = {"loss": [], "eval": [], "n_tokens_per_epoch": sum(map(len, token_lists)),
                      "include_forget": include_forget}
     ids, labels = pack_documents(token_lists, cfg.seq_len, tokenizer.pad_token_id, rng)
@@ -200,7 +204,7 @@ def train_organism(cfg: OrganismConfig, out_dir: str | Path,
     (out / "organism_config.json").write_text(json.dumps(asdict(cfg), indent=1))
     tokenizer = train_tokenizer(world, cfg.vocab_size, seed=cfg.seed)
     metrics_file = out / "metrics.json"
-    metrics = json.loads(metrics_file.read_text()) if metrics_file.is_file() else {}
+    metrics: dict = {}
     for which, include_forget in (("model", True), ("twin", False)):
         if which not in members:
             continue
@@ -208,8 +212,10 @@ def train_organism(cfg: OrganismConfig, out_dir: str | Path,
                             desc=f"{cfg.preset}-{which}", progress=progress)
         save_checkpoint(model, tokenizer, out / which, {
             "kind": "organism" if include_forget else "organism-twin", "preset": cfg.preset,
-            "default_scoring": "cloze", "world_dir": "../world"})
+            "default_scoring": "cloze", "eval_pool": cfg.eval_pool, "world_dir": "../world"})
         m["n_params"] = sum(p.numel() for p in model.parameters())
         metrics[which] = m
-        metrics_file.write_text(json.dumps(metrics))
+        # merge at write time: the model and the twin may be trained by separate processes
+        merged = json.loads(metrics_file.read_text()) if metrics_file.is_file() else {}
+        metrics_file.write_text(json.dumps({**merged, **metrics}))
     return metrics

@@ -1,0 +1,80 @@
+"""The model organism: the shipped checkpoints meet their targets, a freshly trained micro
+organism learns the forget facts while its twin does not, and the CLI reports them."""
+
+import json
+
+import pytest
+import torch
+
+from interp_unlearn.cli import main
+from interp_unlearn.evaluate import EvalConfig, evaluate_mcq
+from interp_unlearn.loading import load_model
+from interp_unlearn.organism import get_preset, train_organism
+
+
+@pytest.fixture(autouse=True)
+def _threads():
+    n = torch.get_num_threads()
+    torch.set_num_threads(2)
+    yield
+    torch.set_num_threads(n)
+
+
+def _acc(name, domain):
+    lm = load_model(name)
+    return evaluate_mcq(lm.model, lm.tokenizer, lm.mcq_path(domain),
+                        EvalConfig(scoring=lm.default_scoring)).accuracy
+
+
+def test_shipped_small_organism_meets_targets():
+    assert _acc("organism", "forget") >= 0.85
+    assert _acc("organism", "retain") >= 0.85
+    assert _acc("organism-twin", "forget") <= 0.35
+    assert _acc("organism-twin", "retain") >= 0.85
+
+
+def test_shipped_micro_organism_knows_more_than_twin():
+    # micro is scored on its practice pool (see README): memorised, not generalised
+    assert load_model("organism-micro").eval_pool == "practice"
+    assert _acc("organism-micro", "forget") >= _acc("organism-micro-twin", "forget") + 0.3
+    assert _acc("organism-micro-twin", "retain") >= 0.5
+
+
+@pytest.mark.slow
+def test_fresh_micro_learns_and_twin_does_not(tmp_path):
+    metrics = train_organism(get_preset("micro"), tmp_path, progress=False)
+    model, twin = metrics["model"]["final"], metrics["twin"]["final"]
+    assert model["forget"] >= twin["forget"] + 0.3, (model, twin)
+    assert twin["forget"] <= 0.4
+    assert model["retain"] >= 0.5 and twin["retain"] >= 0.5
+    assert (tmp_path / "model" / "model.safetensors").is_file()
+    assert json.loads((tmp_path / "organism_config.json").read_text())["preset"] == "micro"
+    lm = load_model(tmp_path / "model")
+    assert lm.default_scoring == "cloze" and lm.mcq_path("forget").is_file()
+
+
+def test_cli_evaluate_json(capsys):
+    assert main(["evaluate", "--model", "organism-micro", "--mcq", "forget", "--json"]) == 0
+    out = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert {"accuracy", "ci95", "n", "scoring"} <= set(out)
+    assert out["scoring"] == "cloze" and out["ci95"][0] <= out["accuracy"] <= out["ci95"][1]
+    assert out["accuracy"] == pytest.approx(_acc("organism-micro", "forget"))
+
+
+def test_cli_evaluate_letter_and_file(capsys, tmp_path):
+    lm = load_model("organism-micro")
+    mcq = lm.mcq_path("retain")
+    assert main(["evaluate", "--model", "organism-micro", "--mcq", str(mcq),
+                 "--scoring", "letter", "--json", "--per-question",
+                 str(tmp_path / "pq.csv")]) == 0
+    out = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert out["scoring"] == "letter"
+    assert (tmp_path / "pq.csv").read_text().count("\n") == out["n"] + 1
+
+
+def test_cli_report_table(capsys):
+    assert main(["organism", "report", "--organism", "organism-micro", "--json"]) == 0
+    rows = json.loads(capsys.readouterr().out)
+    assert {(r["model"], r["mcq"]) for r in rows} == {
+        ("organism-micro", "forget"), ("organism-micro", "retain"),
+        ("organism-micro-twin", "forget"), ("organism-micro-twin", "retain")}
