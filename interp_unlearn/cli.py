@@ -3,6 +3,8 @@
     interp-unlearn evaluate --model organism --mcq forget --json
     interp-unlearn organism train --preset small --seed 0 --out runs/organism-small
     interp-unlearn organism report            # the shipped organism and twin, as a table
+    interp-unlearn localize --model organism --top-k 8 --out runs/loc
+    interp-unlearn unlearn --method almpu --model organism --heads runs/loc/selected_heads.json --out runs/almpu
 """
 
 from __future__ import annotations
@@ -10,7 +12,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from dataclasses import asdict
+from dataclasses import asdict, replace
 from pathlib import Path
 
 DOMAIN_NAMES = ("forget", "retain")
@@ -57,7 +59,47 @@ def build_parser() -> argparse.ArgumentParser:
     rep.add_argument("--organism", default="organism",
                      help="built-in organism name (organism or organism-micro)")
     rep.add_argument("--json", action="store_true")
+    loc = sub.add_parser("localize", help="ALMPU phase 1: learn per-head scales, rank heads")
+    _add_model_args(loc)
+    loc.add_argument("--top-k", type=int, default=8, help="heads to select (adaptive top-K)")
+    loc.add_argument("--out", type=Path, required=True)
+    loc.add_argument("--steps", type=int, default=None)
+    loc.add_argument("--batch-size", type=int, default=None)
+    loc.add_argument("--lr", type=float, default=None)
+    loc.add_argument("--l1", type=float, default=None, help="L1 coefficient λ")
+    loc.add_argument("--sigma", type=float, default=None, help="init std σ_A of A")
+    loc.add_argument("--seed", type=int, default=None)
+    loc.add_argument("--formats", default="html,png,svg",
+                     help="heatmap formats (html needs nothing; png/svg/pdf need chromium)")
+    loc.add_argument("--json", action="store_true")
+    loc.add_argument("--no-progress", action="store_true")
+
+    from .unlearn.trainer import add_unlearn_arguments
+    add_unlearn_arguments(sub.add_parser("unlearn", help="run an unlearning method"))
     return parser
+
+
+def _cmd_localize(args) -> int:
+    from .localize import LocalizeConfig, run_localize
+
+    overrides = {k: v for k, v in {"steps": args.steps, "batch_size": args.batch_size,
+                                   "lr": args.lr, "l1_lambda": args.l1, "sigma_A": args.sigma,
+                                   "seed": args.seed}.items() if v is not None}
+    cfg = replace(LocalizeConfig(), **overrides)
+    res = run_localize(args.model, args.top_k, args.out, cfg, device=args.device,
+                       formats=tuple(f for f in args.formats.split(",") if f),
+                       progress=not args.no_progress)
+    top = res.scores.sort_values("rank").head(args.top_k)
+    out = {"out": str(args.out), "selected_heads": [[int(r.layer), int(r.head)]
+                                                     for r in top.itertuples()]}
+    print(json.dumps(out) if args.json else
+          f"selected heads (layer, head): {out['selected_heads']}\nwritten to {args.out}")
+    return 0
+
+
+def _cmd_unlearn(args) -> int:
+    from .unlearn.trainer import run_unlearn
+    return run_unlearn(args)
 
 
 def _cmd_evaluate(args) -> int:
@@ -125,7 +167,8 @@ def _cmd_organism(args) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    handlers = {"evaluate": _cmd_evaluate, "organism": _cmd_organism}
+    handlers = {"evaluate": _cmd_evaluate, "organism": _cmd_organism,
+                "localize": _cmd_localize, "unlearn": _cmd_unlearn}
     return handlers[args.command](args)
 
 

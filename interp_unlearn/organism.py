@@ -74,8 +74,8 @@ PRESETS: dict[str, OrganismConfig] = {
         eval_pool="practice"),
     # The shipped default.
     "small": OrganismConfig(
-        world=WorldConfig(n_pathogens=120, n_towns=120, n_general_docs=600),
-        steps=800, eval_every=100),
+        world=WorldConfig(n_pathogens=100, n_towns=80, n_general_docs=300, docs_per_entity=5),
+        batch_size=12, steps=1500, eval_every=100),
 }
 
 

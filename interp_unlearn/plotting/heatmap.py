@@ -1,0 +1,121 @@
+"""The attention-head sensitivity heatmap (ALMPU Fig. 4): ``||A[l, h]||_2`` per head.
+
+Scores are normalised by their maximum (the strongest head is 1, a head with ``A = 0``
+is 0), drawn with layers on the y axis (layer 0 at the top, like a matrix) and heads on
+the x axis, in the colour-blind-safe, perceptually uniform sequential scale *viridis*
+(dark = low, yellow = high). Selected heads (the top-K) are marked with a white star
+outlined in black, visible on both ends of the scale. Hovering a cell shows the raw
+score and the rank.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+
+import numpy as np
+import pandas as pd
+import plotly.graph_objects as go
+
+from ..interventions.attach import normalize_heads
+
+__all__ = ["COLORSCALE", "sensitivity_heatmap", "score_grid"]
+
+#: Sequential, colour-blind safe (viridis; also legible in greyscale).
+COLORSCALE = "Viridis"
+
+
+def score_grid(scores_df: pd.DataFrame) -> np.ndarray:
+    """``[n_layers, n_heads]`` array of ``scores_df['score']`` (a full layer x head grid)."""
+    missing = {"layer", "head", "score"} - set(scores_df.columns)
+    if missing:
+        raise ValueError(f"scores_df needs the columns layer, head, score; missing {sorted(missing)}")
+    if scores_df.empty:
+        raise ValueError("scores_df is empty")
+    n_layers = int(scores_df["layer"].max()) + 1
+    n_heads = int(scores_df["head"].max()) + 1
+    grid = np.full((n_layers, n_heads), np.nan)
+    grid[scores_df["layer"].astype(int).to_numpy(), scores_df["head"].astype(int).to_numpy()] = \
+        scores_df["score"].astype(float).to_numpy()
+    if np.isnan(grid).any() or len(scores_df) != n_layers * n_heads:
+        raise ValueError(f"scores_df must hold one row per head of a full {n_layers} x {n_heads} grid")
+    return grid
+
+
+def sensitivity_heatmap(scores_df: pd.DataFrame,
+                        selected: Iterable[Sequence[int]] | None = None,
+                        title: str = "Attention-head sensitivity ‖A[l,h]‖₂ (normalised)",
+                        ) -> go.Figure:
+    """Heatmap of the normalised head scores, with the selected heads starred.
+
+    Args:
+        scores_df: Tidy scores, one row per head: ``layer, head, score`` (``rank``
+            optional; computed when absent).
+        selected: ``(layer, head)`` pairs to mark (e.g. the top-K); ``None``: no marks.
+        title: Figure title.
+
+    Returns:
+        A ``plotly.graph_objects.Figure``: trace 0 is the ``Heatmap`` with ``z`` of shape
+        ``[n_layers, n_heads]`` (normalised to ``score / max``); trace 1, when
+        ``selected`` is given, the ``Scatter`` of star markers.
+    """
+    grid = score_grid(scores_df)
+    n_layers, n_heads = grid.shape
+    peak = float(grid.max())
+    z = grid / peak if peak > 0 else np.zeros_like(grid)
+    if "rank" in scores_df.columns:
+        ranks = np.zeros((n_layers, n_heads), dtype=int)
+        ranks[scores_df["layer"].astype(int).to_numpy(), scores_df["head"].astype(int).to_numpy()] = \
+            scores_df["rank"].astype(int).to_numpy()
+    else:
+        order = np.lexsort((np.arange(grid.size), -grid.ravel()))
+        ranks = np.empty(grid.size, dtype=int)
+        ranks[order] = np.arange(1, grid.size + 1)
+        ranks = ranks.reshape(grid.shape)
+    heads = list(range(n_heads))
+    layers = list(range(n_layers))
+    fig = go.Figure()
+    fig.add_trace(go.Heatmap(
+        z=z, x=heads, y=layers, zmin=0.0, zmax=1.0, colorscale=COLORSCALE,
+        customdata=np.dstack([grid, ranks]),
+        hovertemplate=("layer %{y}, head %{x}<br>score ‖A‖₂ = %{customdata[0]:.4g}"
+                       "<br>normalised = %{z:.3f}<br>rank %{customdata[1]}<extra></extra>"),
+        colorbar=dict(title=dict(text="score / max", side="right")),
+        xgap=1, ygap=1, name="sensitivity",
+    ))
+    if selected is not None:
+        sel = normalize_heads(selected, allow_empty=True)
+        bad = [(l, h) for l, h in sel if l >= n_layers or h >= n_heads]
+        if bad:
+            raise ValueError(f"selected head {bad[0]} is outside the {n_layers} x {n_heads} grid")
+        cell = _cell_px(n_layers, n_heads)
+        fig.add_trace(go.Scatter(
+            x=[h for _, h in sel], y=[l for l, _ in sel], mode="markers",
+            marker=dict(symbol="star", size=max(8, min(18, int(cell * 0.55))), color="white",
+                        line=dict(color="black", width=1.5)),
+            name=f"selected (K = {len(sel)})",
+            hovertemplate="selected: layer %{y}, head %{x}<extra></extra>",
+        ))
+    cell = _cell_px(n_layers, n_heads)
+    tick = 1 if max(n_layers, n_heads) <= 32 else 4
+    fig.update_layout(
+        title=dict(text=title, x=0.5, xanchor="center"),
+        width=max(460, 140 + cell * n_heads + 120),
+        height=max(380, 130 + cell * n_layers),
+        template="plotly_white",
+        showlegend=selected is not None,
+        legend=dict(orientation="h", yanchor="bottom", y=1.01, xanchor="left", x=0.0,
+                    bgcolor="rgba(255,255,255,0)"),
+        margin=dict(l=70, r=30, t=90, b=60),
+        plot_bgcolor="white",
+    )
+    fig.update_xaxes(title_text="head", dtick=tick, range=[-0.5, n_heads - 0.5],
+                     showgrid=False, zeroline=False, constrain="domain")
+    fig.update_yaxes(title_text="layer", dtick=tick, range=[n_layers - 0.5, -0.5],
+                     showgrid=False, zeroline=False, scaleanchor="x", scaleratio=1,
+                     constrain="domain")
+    return fig
+
+
+def _cell_px(n_layers: int, n_heads: int) -> int:
+    """Pixels per cell: big for tiny models, ~18 px for 32 x 32."""
+    return int(max(12, min(60, 640 / max(n_layers, n_heads))))
