@@ -34,6 +34,7 @@ from transformers import PreTrainedModel
 from .bridge import TransformerBridge, model_dims, to_bridge
 from .evaluate import (EvalConfig, build_requests, evaluate_mcq, make_batches,
                        resolve_max_length, tokenize_requests)
+from .evaluate import pad_id as _pad_id
 from .interventions import HeadAblation, attach, mean_head_outputs, validate_heads
 from .interventions.attach import Head
 from .mcq import MCQ, load_mcq
@@ -43,13 +44,6 @@ __all__ = ["ABLATION_COLUMNS", "BridgeLM", "ablation_table", "prompt_head_means"
 ABLATION_COLUMNS = ["condition", "k", "n_draws", "forget_acc", "forget_acc_sd", "retain_acc",
                     "retain_acc_sd", "forget_drop", "retain_drop", "heads"]
 
-
-def _pad_id(tokenizer: Any) -> int:
-    for attr in ("pad_token_id", "eos_token_id"):
-        value = getattr(tokenizer, attr, None)
-        if value is not None:
-            return int(value)
-    return 0
 
 
 class BridgeLM:

@@ -340,12 +340,16 @@ def _model_device(model: Any) -> torch.device:
     return torch.device("cpu")
 
 
-def _pad_id(tokenizer: Any) -> int:
+def pad_id(tokenizer: Any) -> int:
+    """The id used to pad batches: the tokenizer's pad token, else EOS, else 0."""
     for attr in ("pad_token_id", "eos_token_id"):
         value = getattr(tokenizer, attr, None)
         if value is not None:
             return int(value)
     return 0
+
+
+_pad_id = pad_id
 
 
 def score_requests(model: Any, requests: Sequence[TokenizedRequest], batch_size: int,

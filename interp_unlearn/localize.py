@@ -54,6 +54,7 @@ from tqdm.auto import tqdm
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from .bridge import TransformerBridge, model_dims, to_bridge
+from .evaluate import pad_id as _pad_id
 from .evaluate import resolve_max_length
 from .interventions import HeadScale, attach
 from .interventions.attach import Head
@@ -267,13 +268,6 @@ class LocalizationResult:
 
 # --------------------------------------------------------------------------- data
 
-
-def _pad_id(tokenizer: Any) -> int:
-    for attr in ("pad_token_id", "eos_token_id"):
-        value = getattr(tokenizer, attr, None)
-        if value is not None:
-            return int(value)
-    return 0
 
 
 def _tokenize(tokenizer: Any, texts: Sequence[str], seq_len: int) -> list[list[int]]:
