@@ -76,7 +76,46 @@ def build_parser() -> argparse.ArgumentParser:
 
     from .unlearn.trainer import add_unlearn_arguments
     add_unlearn_arguments(sub.add_parser("unlearn", help="run an unlearning method"))
+
+    at = sub.add_parser("attack", help="recovery attacks, with the twin's floor")
+    at.add_argument("--model", required=True, help="checkpoint dir or built-in name")
+    at.add_argument("--kind", required=True,
+                    choices=("finetune", "quantize", "orthogonalize", "head-restore", "in-context"))
+    at.add_argument("--data", default="forget", help="forget | unrelated | JSONL corpus")
+    at.add_argument("--pool", default="attack", help="attack (default) | same (paper's protocol)")
+    at.add_argument("--config", default="lora", help="finetune preset: lora | full")
+    at.add_argument("--samples", default="0,5,10")
+    at.add_argument("--seeds", default="3", help="a count (3 = seeds 0,1,2) or a list 0,1")
+    at.add_argument("--no-floor", action="store_true", help="attack the target only")
+    at.add_argument("--out", type=Path, default=None, help="result dir (resumable)")
+    at.add_argument("--json", action="store_true")
+
+    ll = sub.add_parser("logit-lens", help="per-block MCQ accuracy from the residual stream")
+    ll.add_argument("--model", required=True)
+    ll.add_argument("--out", type=Path, default=None)
+    ll.add_argument("--json", action="store_true")
     return parser
+
+
+def _cmd_attack(args) -> int:
+    from .attacks.floor import run_attack
+
+    seeds = int(args.seeds) if args.seeds.isdigit() else args.seeds
+    kw = {"pool": args.pool}
+    if args.kind == "finetune":
+        kw["config"] = args.config
+    df = run_attack(args.model, args.kind, data=args.data, samples=args.samples, seeds=seeds,
+                    out=args.out, floor=not args.no_floor, **kw)
+    print(df.to_json(orient="records") if args.json else df.to_string(index=False))
+    return 0
+
+
+def _cmd_logit_lens(args) -> int:
+    from .logit_lens import run_logit_lens
+
+    df = run_logit_lens(args.model, args.out)
+    print(df.to_json(orient="records") if args.json else df.to_string(index=False))
+    return 0
 
 
 def _cmd_localize(args) -> int:
@@ -168,7 +207,8 @@ def _cmd_organism(args) -> int:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     handlers = {"evaluate": _cmd_evaluate, "organism": _cmd_organism,
-                "localize": _cmd_localize, "unlearn": _cmd_unlearn}
+                "localize": _cmd_localize, "unlearn": _cmd_unlearn,
+                "attack": _cmd_attack, "logit-lens": _cmd_logit_lens}
     return handlers[args.command](args)
 
 

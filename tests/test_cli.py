@@ -25,3 +25,19 @@ def test_localize_cli_writes_files(tmp_path, capsys):
     assert json.loads((out / "localize_config.json").read_text())["steps"] == 3
     assert "plotly" in (out / "head_sensitivity.html").read_text()[:100000]
     assert heads
+
+
+def test_attack_cli_quantize_with_floor(tmp_path, capsys):
+    out = tmp_path / "att"
+    assert main(["attack", "--model", "organism-micro", "--kind", "quantize", "--samples", "0",
+                 "--seeds", "1", "--out", str(out), "--json"]) == 0
+    rows = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert {"accuracy", "ue"} <= {r["metric"] for r in rows}
+    assert (out / "results.jsonl").is_file()
+
+
+def test_logit_lens_cli(tmp_path, capsys):
+    assert main(["logit-lens", "--model", "organism-micro", "--out", str(tmp_path),
+                 "--json"]) == 0
+    rows = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert {r["block"] for r in rows} == {0, 1, 2, 3}

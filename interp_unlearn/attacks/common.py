@@ -1,0 +1,350 @@
+"""What every attack shares: the attack data, the model copy, the evaluation, the result.
+
+* **Attack data** (:func:`attack_corpus`, :func:`sample_texts`). ``data="forget"`` draws
+  forget-domain documents; ``pool="attack"`` (default) takes only the world's *attack
+  pool* (``corpora/forget-attack.jsonl``: entities that are never scored), so an attack
+  trains on some entities' text and is scored on others (Deeb & Roger's disjoint-facts
+  protocol). ``pool="same"`` is the ALMPU paper's protocol: forget documents of *every*
+  pool, the scored (eval/practice) entities included (``forget-eval.jsonl`` +
+  ``forget-practice.jsonl`` + ``forget-attack.jsonl``). ``data="unrelated"`` draws from
+  ``general.jsonl`` (the wikitext stand-in; recorded with ``pool="general"``). A path to
+  a ``{"text": ...}`` JSONL file is also accepted (``pool="file"``). ``N`` samples are
+  drawn with ``random.Random(seed)`` without replacement; when ``N`` exceeds the corpus,
+  whole shuffled passes are concatenated (each document used ``N // len`` or one more
+  times) and a warning says so.
+* **Never touching the input.** An attack given a name or a path loads its own copy from
+  disk and never saves anything; given a :class:`~interp_unlearn.loading.LoadedModel`, it
+  deep-copies the model before changing any weight. :func:`checkpoint_digest` hashes a
+  checkpoint directory so tests can show it is unchanged.
+* **Evaluation** (:func:`evaluate_domains`): :func:`interp_unlearn.evaluate.evaluate_mcq`
+  with the model's own default scoring (cloze for organisms, lm-eval's letter scoring
+  otherwise) on the model's own MCQ pool (``lm.mcq_path(domain)``), unless an explicit
+  MCQ file / scoring is passed (the floor passes the *target's* files to the twin and the
+  original so all three are scored on identical questions).
+"""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+import json
+import os
+import random
+import warnings
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from ..evaluate import EvalConfig, EvalResult, evaluate_mcq
+from ..loading import LoadedModel, load_model
+from ..mcq import MCQ, load_mcq
+from ..world import FORGET_POOLS, corpus_path, read_texts
+
+__all__ = [
+    "DATA_KINDS",
+    "POOLS",
+    "AttackResult",
+    "ModelSpec",
+    "attack_corpus",
+    "checkpoint_digest",
+    "evaluate_domains",
+    "load_attack_target",
+    "model_label",
+    "resolve_mcqs",
+    "sample_texts",
+]
+
+DATA_KINDS = ("forget", "unrelated")
+#: ``attack``: the attack pool only (default); ``same``: forget documents of every pool.
+POOLS = ("attack", "same")
+
+ModelSpec = str | os.PathLike | LoadedModel
+
+
+# ------------------------------------------------------------------------ attack data
+
+
+def attack_corpus(world_dir: str | Path | None, data: str = "forget", pool: str = "attack"
+                  ) -> tuple[list[str], str, list[str]]:
+    """``(texts, pool_label, corpus_files)`` for an attack's training / prompt data.
+
+    ``data``: ``forget`` | ``unrelated`` | a path to a ``{"text": ...}`` JSONL file.
+    ``pool`` (``data="forget"`` only): ``attack`` | ``same``. The returned ``pool_label``
+    is what output rows record (``attack``, ``same``, ``general`` or ``file``)."""
+    if data not in DATA_KINDS:
+        p = Path(str(data))
+        if p.suffix in (".jsonl", ".json") or p.is_file():
+            return read_texts(p), "file", [str(p)]
+        raise ValueError(f"data must be one of {DATA_KINDS} or a JSONL corpus path, got {data!r}")
+    if world_dir is None:
+        raise ValueError(f"data={data!r} needs the model's synthetic world (its "
+                         "interp_unlearn.json has no world_dir); pass a JSONL corpus path")
+    if data == "unrelated":
+        path = corpus_path(world_dir, "general")
+        return read_texts(path), "general", [path.name]
+    if pool not in POOLS:
+        raise ValueError(f"pool must be one of {POOLS}, got {pool!r}")
+    names = ["forget-attack"] if pool == "attack" else [f"forget-{p}" for p in FORGET_POOLS]
+    texts: list[str] = []
+    for name in names:
+        texts += read_texts(corpus_path(world_dir, name))
+    return texts, pool, [f"{n}.jsonl" for n in names]
+
+
+def sample_texts(texts: Sequence[str], n: int, seed: int) -> list[str]:
+    """``n`` texts drawn with ``random.Random(seed)``: without replacement while ``n``
+    fits, else whole shuffled passes over the corpus (warned)."""
+    if isinstance(n, bool) or not isinstance(n, int) or n < 0:
+        raise ValueError(f"the number of samples must be an int >= 0, got {n!r}")
+    if n == 0:
+        return []
+    if not texts:
+        raise ValueError("cannot sample from an empty corpus")
+    rng = random.Random(seed)
+    if n <= len(texts):
+        return rng.sample(list(texts), n)
+    warnings.warn(f"{n} samples requested from a corpus of {len(texts)} documents: "
+                  "documents are repeated (whole shuffled passes)", RuntimeWarning, stacklevel=2)
+    out: list[str] = []
+    while len(out) < n:
+        perm = list(texts)
+        rng.shuffle(perm)
+        out += perm[: n - len(out)]
+    return out
+
+
+# ----------------------------------------------------------------------------- models
+
+
+def load_attack_target(model: ModelSpec, *, copy_weights: bool = True) -> LoadedModel:
+    """A :class:`LoadedModel` the attack may modify freely.
+
+    A name or path is loaded fresh from disk (the checkpoint is only read). A
+    ``LoadedModel`` is deep-copied when ``copy_weights`` (the caller's object is never
+    modified); attacks that only add hooks pass ``copy_weights=False``."""
+    if isinstance(model, LoadedModel):
+        if not copy_weights:
+            return model
+        return LoadedModel(copy.deepcopy(model.model), model.tokenizer, model.name, model.path,
+                           dict(model.meta))
+    return load_model(model)
+
+
+def model_label(model: ModelSpec) -> str:
+    """A stable identity for output rows and resume keys: the resolved checkpoint path
+    when there is one, else the name."""
+    if isinstance(model, LoadedModel):
+        return str(model.path) if model.path is not None else model.name
+    from ..loading import resolve
+    try:
+        _, path = resolve(model)
+    except Exception:  # noqa: BLE001 - unknown names are reported when loading
+        path = None
+    return str(Path(path).resolve()) if path is not None else str(model)
+
+
+def checkpoint_digest(path: str | os.PathLike) -> dict[str, str]:
+    """SHA-256 of every file under a checkpoint directory (relative path -> hex digest),
+    plus its size and mtime so any rewrite shows."""
+    root = Path(path)
+    if not root.is_dir():
+        raise FileNotFoundError(f"not a directory: {root}")
+    out = {}
+    for f in sorted(root.rglob("*")):
+        if f.is_file():
+            h = hashlib.sha256(f.read_bytes()).hexdigest()
+            st = f.stat()
+            out[str(f.relative_to(root))] = f"{h}:{st.st_size}:{st.st_mtime_ns}"
+    return out
+
+
+# ------------------------------------------------------------------------- evaluation
+
+
+def resolve_mcqs(lm: LoadedModel, mcq: str | Path | Mapping[str, Any] | None = None,
+                 domains: Sequence[str] = ("forget",)) -> dict[str, Path | list[MCQ]]:
+    """``{domain: MCQ file or list}``: ``mcq`` may be one file or list of MCQ (the forget
+    set), a mapping
+    ``{domain: file or list of MCQ}``, or None (``lm.mcq_path(domain)``, the model's own
+    default pool)."""
+    if mcq is None:
+        return {d: lm.mcq_path(d) for d in domains}
+    if isinstance(mcq, Mapping):
+        return {str(k): (Path(v) if isinstance(v, (str, os.PathLike)) else list(v))
+                for k, v in mcq.items()}
+    if isinstance(mcq, (list, tuple)):
+        return {"forget": list(mcq)}
+    return {"forget": Path(mcq)}
+
+
+def evaluate_domains(model: Any, tokenizer: Any, mcqs: Mapping[str, Path | list[MCQ]],
+                     scoring: str, batch_size: int = 32,
+                     evaluate: Any = None) -> dict[str, EvalResult]:
+    """``evaluate_mcq`` on each domain's questions. ``evaluate`` replaces
+    ``evaluate_mcq`` (same signature), e.g. for in-context prompts."""
+    evaluate = evaluate or evaluate_mcq
+    cfg = EvalConfig(scoring=scoring, batch_size=batch_size)
+    out = {}
+    for domain, items in mcqs.items():
+        items = load_mcq(items) if isinstance(items, Path) else items
+        out[domain] = evaluate(model, tokenizer, items, cfg)
+    return out
+
+
+def mcq_name(items: Path | list[MCQ]) -> str:
+    return items.name if isinstance(items, Path) else f"<{len(items)} questions>"
+
+
+# ----------------------------------------------------------------------------- result
+
+
+@dataclass
+class AttackResult:
+    """One attacked model's scores.
+
+    ``attack`` is the attack label (``finetune-lora``, ``quantize-4bit`` ...), ``n`` the
+    number of attack samples (0: unattacked), ``evals`` one
+    :class:`~interp_unlearn.evaluate.EvalResult` per domain, ``config`` the attack's
+    hyper-parameters (JSON-able), ``info`` what happened (steps, losses, timings)."""
+
+    attack: str
+    model: str
+    data: str
+    pool: str
+    n: int
+    seed: int
+    scoring: str
+    evals: dict[str, EvalResult]
+    mcq: dict[str, str] = field(default_factory=dict)
+    config: dict[str, Any] = field(default_factory=dict)
+    info: dict[str, Any] = field(default_factory=dict)
+    attacked_model: Any = None  # the modified model when requested (keep_model=True)
+
+    def accuracy(self, domain: str = "forget") -> float:
+        return self.evals[domain].accuracy
+
+    def rows(self, **extra: Any) -> list[dict[str, Any]]:
+        """Tidy rows: one per (domain, metric); metrics ``accuracy`` (fraction in [0, 1])
+        and ``ue`` (the paper's unlearning efficacy, ``100 * (1 - accuracy)``, percent)."""
+        out = []
+        for domain, ev in self.evals.items():
+            base = {"attack": self.attack, "data": self.data, "pool": self.pool, "N": self.n,
+                    "seed": self.seed, "model": self.model, "domain": domain,
+                    "scoring": self.scoring, "mcq": self.mcq.get(domain, ""),
+                    "n_questions": ev.n, "config": json.dumps(self.config, sort_keys=True),
+                    **extra}
+            out.append({**base, "metric": "accuracy", "value": float(ev.accuracy)})
+            out.append({**base, "metric": "ue", "value": 100.0 * (1.0 - float(ev.accuracy))})
+        return out
+
+
+def run_eval_for(lm: LoadedModel, model: Any, *, attack: str, data: str, pool: str, n: int,
+                 seed: int, mcq: Any, scoring: str | None, domains: Sequence[str],
+                 batch_size: int, config: dict[str, Any], info: dict[str, Any],
+                 evaluate: Any = None, keep_model: bool = False) -> AttackResult:
+    """Evaluate ``model`` (the attacked copy of ``lm``) and wrap the result."""
+    mcqs = resolve_mcqs(lm, mcq, domains)
+    scoring = scoring or lm.default_scoring
+    was_training = model.training if isinstance(model, torch.nn.Module) else False
+    if isinstance(model, torch.nn.Module):
+        model.eval()
+    evals = evaluate_domains(model, lm.tokenizer, mcqs, scoring, batch_size, evaluate)
+    if was_training:
+        model.train()
+    return AttackResult(attack=attack, model=model_label(lm), data=data, pool=pool, n=n,
+                        seed=seed, scoring=scoring, evals=evals,
+                        mcq={d: mcq_name(v) for d, v in mcqs.items()}, config=config, info=info,
+                        attacked_model=model if keep_model else None)
+
+
+# ------------------------------------------------------------------ related checkpoints
+
+
+def _read_meta(path: Path) -> dict[str, Any]:
+    from ..organism import META_FILE
+    f = Path(path) / META_FILE
+    return json.loads(f.read_text()) if f.is_file() else {}
+
+
+def related_models(model: ModelSpec) -> tuple[str | None, str | None]:
+    """``(original, twin)`` of a checkpoint, where they can be derived (else None).
+
+    * built-in ``organism[-micro]`` -> itself and ``organism[-micro]-twin``; a built-in twin
+      -> the organism and itself;
+    * an unlearned checkpoint (its ``interp_unlearn.json`` has ``unlearn.source_model``)
+      -> that source model, and the source's twin;
+    * an organism checkpoint directory (``kind: organism``) -> itself and the sibling
+      ``twin`` directory (``kind: organism-twin`` -> the sibling ``model``)."""
+    from ..loading import BUILTIN
+
+    name = model.name if isinstance(model, LoadedModel) else str(model)
+    if name in BUILTIN:
+        base = name[: -len("-twin")] if BUILTIN[name][1] == "twin" else name
+        return base, f"{base}-twin"
+    if isinstance(model, LoadedModel):
+        path, meta = model.path, model.meta
+    else:
+        path = Path(name).expanduser()
+        meta = _read_meta(path) if path.is_dir() else {}
+    source = (meta.get("unlearn") or {}).get("source_model")
+    if source:
+        src_orig, src_twin = related_models(source)
+        return src_orig or source, src_twin
+    if path is None:
+        return None, None
+    path = Path(path).resolve()
+    kind = meta.get("kind")
+    if kind == "organism":
+        twin = path.parent / "twin"
+        return str(path), str(twin) if twin.is_dir() else None
+    if kind == "organism-twin":
+        orig = path.parent / "model"
+        return (str(orig) if orig.is_dir() else None), str(path)
+    return None, None
+
+
+# ------------------------------------------------------------- residual-stream access
+
+
+def decoder_of(model: torch.nn.Module) -> torch.nn.Module:
+    """The decoder stack (``LlamaModel`` ...) of an HF causal LM."""
+    if hasattr(model, "get_decoder"):
+        dec = model.get_decoder()
+        if dec is not None:
+            return dec
+    dec = getattr(model, "model", None)
+    if dec is None:
+        raise TypeError(f"cannot find the decoder stack of {type(model).__name__}")
+    return dec
+
+
+def decoder_layers(model: torch.nn.Module) -> torch.nn.ModuleList:
+    layers = getattr(decoder_of(model), "layers", None)
+    if layers is None:
+        raise TypeError(f"{type(model).__name__}: the decoder has no .layers")
+    return layers
+
+
+def final_norm(model: torch.nn.Module) -> torch.nn.Module:
+    dec = decoder_of(model)
+    for attr in ("norm", "final_layernorm", "ln_f"):
+        mod = getattr(dec, attr, None)
+        if mod is not None:
+            return mod
+    raise TypeError(f"{type(model).__name__}: cannot find the final norm")
+
+
+def layer_output(out: Any) -> torch.Tensor:
+    """The hidden state from a decoder layer's output (a tensor, or a tuple's first item)."""
+    return out[0] if isinstance(out, (tuple, list)) else out
+
+
+def replace_layer_output(out: Any, new: torch.Tensor) -> Any:
+    if isinstance(out, tuple):
+        return (new, *out[1:])
+    if isinstance(out, list):
+        return [new, *out[1:]]
+    return new
