@@ -9,7 +9,7 @@
   Debian/Ubuntu: ``apt-get install -y chromium``. All static formats of one call share
   one browser start (``plotly.io.write_images``); a start takes seconds.
 
-Never calls ``fig.show()``.
+Never displays a figure; it only writes files.
 """
 
 from __future__ import annotations
