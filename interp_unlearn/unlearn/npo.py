@@ -14,6 +14,14 @@ typo and implement the log-ratio form.
 Retain term: ``retain_weight · CE(x_r)`` (mean next-token cross-entropy on a retain batch;
 NPO's "NPO + RT" variant; ``retain_weight=0`` is pure NPO).
 
+Scale: the forget term is built on *summed* sequence log-likelihoods (its gradient at the
+start is ``2 ∇ Σ_t log p``, i.e. ~2 × tokens-per-text times a token-mean CE gradient) while
+the retain term is a token-*mean* CE. Adam removes the overall scale but not the ratio, so
+with ``retain_weight = 1`` the retain term is negligible (on the organism: forget 0.39 but
+retain −17 points). The organism preset uses ``retain_weight = 50`` (texts of ~60 tokens)
+and a small β = 0.01 (with β = 0.1 the sigmoid saturates before the MCQ ranking moves:
+forget stays ≥ 0.72).
+
 Trained parameters: all by default (``trainable`` / ``layers`` as in :mod:`.ga`).
 """
 
@@ -56,9 +64,12 @@ class NPO(UnlearnMethod):
     defaults = {**LIKELIHOOD_DEFAULTS, "max_num_batches": 100, "batch_size": 4, "lr": 1e-5,
                 "seq_len": 512}
     presets = {
-        "organism": {"config": {"max_num_batches": 60, "batch_size": 8, "lr": 1e-4,
+        # tuned on the shipped organism (see the module docstring): beta 0.1 saturates
+        # before the MCQ ranking moves; retain_weight ~50 balances a summed-sequence
+        # forget term against a token-mean retain CE
+        "organism": {"config": {"max_num_batches": 80, "batch_size": 8, "lr": 1e-3,
                                 "seq_len": 256, "retain_corpus": "retain+retain-qa"},
-                     "params": {"beta": 0.1, "retain_weight": 1.0}},
+                     "params": {"beta": 0.01, "retain_weight": 50.0}},
         "organism-micro": {"config": {"max_num_batches": 40, "batch_size": 8, "lr": 3e-4,
                                       "seq_len": 128, "retain_corpus": "retain+retain-qa"},
                            "params": {"beta": 0.1, "retain_weight": 2.0}},

@@ -56,8 +56,9 @@ and must use ``fast_forward=False``).
 of 4, lr 5e-5, 512 tokens, seed 42 (the script's argparse defaults c = 20, α = 100,
 80 batches are *not* used). These are also the method defaults.
 
-``organism`` -- tuned on the shipped organism (6 layers, d_model 192; also used for the
-4-layer micro organism). See :data:`ORGANISM_NOTES` for the values and why.
+``organism`` -- tuned on the shipped organism (6 layers, d_model 192);
+``organism-micro`` -- the 4-layer test organism. Organism checkpoints get theirs
+automatically. See :data:`ORGANISM_NOTES` for the values and why.
 """
 
 from __future__ import annotations
@@ -77,12 +78,22 @@ __all__ = ["RMU", "RMUParams", "control_vector", "layer_inputs", "rmu_layers",
            "run_blocks", "resid_post", "resid_post_full"]
 
 ORGANISM_NOTES = """\
-organism preset: layer 2, c = 20, alpha = 100, lr 1e-3, 80 batches of 8, seq_len 256.
-Measured on the organism (see the report); why they differ from Zephyr's: the residual
-stream of a 6-layer, 192-wide model at layer 2 has a per-token L2 norm of ~10 (Zephyr's at
-layer 7 is ~O(10) too, but spread over 4096 dims), and with only three 512x192 down_proj
-matrices and a few hundred tokens per batch, lr 5e-5 moves the weights far too little in
-a CPU budget of minutes."""
+organism preset (shipped 6-layer, d_model 192 organism): layer 2, c = 500, alpha = 300,
+lr 3e-3, 80 batches of 8, seq_len 256, retain corpus = retain-domain documents + retain
+practice Q/A lines. Why they differ from Zephyr's (measured on the organism, eval pool):
+* the residual stream at layer 2 has a per-token L2 norm of ~67; the control vector has to
+  dominate it to misdirect: c = 100 -> forget 0.57, 200 -> 0.31-0.43, 300 -> 0.27-0.39,
+  500 -> 0.28-0.39 (seeds 42/1/3; original 0.85, chance 0.25);
+* lr 5e-5 (Zephyr's) barely moves three 192x512 matrices in 80 steps: lr 1e-3 -> 0.72,
+  3e-3 -> 0.31 (c = 200);
+* alpha: 1000 blocks forgetting (0.81), 30-300 all forget; 300 keeps retain within
+  2.5 points of the original on every seed tried (100: up to -4);
+* with this preset (2026-11-29, seeds 0/1/2/42): forget 0.307/0.320/0.340/0.293, retain
+  0.908/0.908/0.900/0.917 (original 0.847/0.917), ~11 s each on one core;
+* layer: l = 1 barely forgets (0.81), l = 3 less than l = 2 (0.66 vs 0.27 at c = 300);
+  l = 2 = L/3 mirrors Zephyr's 7 of 32 layers being early-middle.
+organism-micro preset (4 layers, d_model 96, the test organism): layer 2, c = 40,
+alpha = 300, lr 3e-3, 80 batches of 8, seq_len 128 (residual norm ~10 at layer 2)."""
 
 
 @dataclass
@@ -117,9 +128,9 @@ RMU_DEFAULTS = {**ZEPHYR_CONFIG, "adam_eps": 1e-6, "weight_decay": 0.0,
 RMU_PRESETS = {
     "zephyr": {"config": dict(ZEPHYR_CONFIG),
                "params": {"layer": 7, "steering_coeff": 6.5, "alpha": 1200.0}},
-    "organism": {"config": {"max_num_batches": 80, "batch_size": 8, "lr": 1e-3,
+    "organism": {"config": {"max_num_batches": 80, "batch_size": 8, "lr": 3e-3,
                             "seq_len": 256, "retain_corpus": "retain+retain-qa"},
-                 "params": {"layer": 2, "steering_coeff": 20.0, "alpha": 100.0}},
+                 "params": {"layer": 2, "steering_coeff": 500.0, "alpha": 300.0}},
     # the 4-layer test organism (picked automatically for organism-micro)
     "organism-micro": {"config": {"max_num_batches": 80, "batch_size": 8, "lr": 3e-3,
                                   "seq_len": 128, "retain_corpus": "retain+retain-qa"},
