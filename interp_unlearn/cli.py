@@ -69,6 +69,13 @@ def build_parser() -> argparse.ArgumentParser:
     loc.add_argument("--l1", type=float, default=None, help="L1 coefficient λ")
     loc.add_argument("--sigma", type=float, default=None, help="init std σ_A of A")
     loc.add_argument("--seed", type=int, default=None)
+    loc.add_argument("--backend", choices=("tl", "nnsight"), default="tl",
+                     help="tl: TransformerLens hook_z; nnsight: input of the attention "
+                          "output projection (architectures TransformerLens lacks)")
+    loc.add_argument("--score", choices=("lofit", "ablation"), default="lofit",
+                     help="lofit: the paper's learned head scales ||A[l,h]|| (default); "
+                          "ablation: forget-specific ablation attribution on held-out MCQs "
+                          "(interp_unlearn.attribution; not the paper's method)")
     loc.add_argument("--formats", default="html,png,svg",
                      help="heatmap formats (html needs nothing; png/svg/pdf need chromium)")
     loc.add_argument("--json", action="store_true")
@@ -94,7 +101,74 @@ def build_parser() -> argparse.ArgumentParser:
     ll.add_argument("--model", required=True)
     ll.add_argument("--out", type=Path, default=None)
     ll.add_argument("--json", action="store_true")
+
+    rp = sub.add_parser("reproduce", help="the paper's experiment grid: every table and figure")
+    rp.add_argument("--model", default="organism", help="built-in organism or checkpoint dir")
+    rp.add_argument("--quick", action="store_true",
+                    help="1 seed, reduced sizes and variants, short attacks (see README)")
+    rp.add_argument("--seeds", default=None,
+                    help="a count (3 = seeds 0,1,2) or a list 0,1; default 3 (--quick: 1)")
+    rp.add_argument("--out", type=Path, default=None,
+                    help="run directory (default runs/reproduce-MODEL-quick|full); a rerun "
+                         "with the same --out resumes")
+    rp.add_argument("--methods", default=None, help="comma list (default: all six)")
+    rp.add_argument("--set", action="append", default=[], metavar="FIELD=JSON",
+                    help="any ReproduceConfig field, e.g. --set table1_sizes=[0,5,10]")
+    rp.add_argument("--resume", action="store_true",
+                    help="rerun with the configuration saved in --out")
+    rp.add_argument("--threads", type=int, default=0, help="torch threads (0: leave)")
+    rp.add_argument("--formats", default=None, help="figure formats (default html,png,svg,pdf)")
+    rp.add_argument("--no-figures", action="store_true")
+    rp.add_argument("--dry-run", action="store_true", help="write the config and plan only")
+    rp.add_argument("--json", action="store_true")
+    rp.add_argument("--no-progress", action="store_true")
+
+    fg = sub.add_parser("figures", help="redraw every figure and table of a reproduce run")
+    fg.add_argument("--run", type=Path, required=True, help="the reproduce --out directory")
+    fg.add_argument("--formats", default="html,png,svg,pdf")
+    fg.add_argument("--json", action="store_true")
     return parser
+
+
+def _cmd_reproduce(args) -> int:
+    from .reproduce.config import CONFIG_FILE, ReproduceConfig, default_out, parse_overrides
+    from .reproduce.grid import run_reproduce
+
+    over = parse_overrides(args.set)
+    for key, value in (("seeds", args.seeds), ("threads", args.threads or None),
+                       ("methods", args.methods.split(",") if args.methods else None),
+                       ("formats", args.formats.split(",") if args.formats else None)):
+        if value is not None:
+            over[key] = value
+    if args.no_figures:
+        over["figures"] = False
+    if args.no_progress or args.json:
+        over["progress"] = False
+    out = args.out or default_out(args.model, args.quick)
+    if args.resume:
+        saved = ReproduceConfig.load_json(out / CONFIG_FILE).to_dict()
+        cfg = ReproduceConfig.from_dict({**saved, **over})
+    else:
+        cfg = ReproduceConfig.preset(args.model, quick=args.quick, **over)
+    res = run_reproduce(cfg, out, dry_run=args.dry_run)
+    print(json.dumps(res, default=str) if args.json else
+          "\n".join(f"{k}: {v}" for k, v in res.items() if k not in ("figures", "tables"))
+          + f"\nwritten to {out}")
+    return 0
+
+
+def _cmd_figures(args) -> int:
+    from .reproduce.figures import draw_figures
+    from .reproduce.tables import write_tables
+
+    tables = write_tables(args.run)
+    figs = draw_figures(args.run, formats=tuple(f for f in args.formats.split(",") if f))
+    res = {"run": str(args.run), "tables": [str(p) for p in tables], **figs}
+    print(json.dumps(res, default=str) if args.json else
+          f"{len(tables)} table files, {sum(len(v) for v in figs['files'].values())} figure "
+          f"files in {args.run}" + (f" (static formats skipped: {figs['static_skipped']})"
+                                   if figs["static_skipped"] else ""))
+    return 0
 
 
 def _cmd_attack(args) -> int:
@@ -121,13 +195,25 @@ def _cmd_logit_lens(args) -> int:
 def _cmd_localize(args) -> int:
     from .localize import LocalizeConfig, run_localize
 
+    if args.score == "ablation":
+        from .attribution import AttributionConfig, run_attribution
+
+        res = run_attribution(args.model, args.top_k, args.out,
+                              AttributionConfig(seed=args.seed or 0), device=args.device,
+                              formats=tuple(f for f in args.formats.split(",") if f),
+                              progress=not args.no_progress)
+        out = {"out": str(args.out), "score": "ablation",
+               "selected_heads": [list(h) for h in res.selected]}
+        print(json.dumps(out) if args.json else
+              f"selected heads (layer, head): {out['selected_heads']}\nwritten to {args.out}")
+        return 0
     overrides = {k: v for k, v in {"steps": args.steps, "batch_size": args.batch_size,
                                    "lr": args.lr, "l1_lambda": args.l1, "sigma_A": args.sigma,
                                    "seed": args.seed}.items() if v is not None}
     cfg = replace(LocalizeConfig(), **overrides)
     res = run_localize(args.model, args.top_k, args.out, cfg, device=args.device,
                        formats=tuple(f for f in args.formats.split(",") if f),
-                       progress=not args.no_progress)
+                       progress=not args.no_progress, backend=args.backend)
     top = res.scores.sort_values("rank").head(args.top_k)
     out = {"out": str(args.out), "selected_heads": [[int(r.layer), int(r.head)]
                                                      for r in top.itertuples()]}
@@ -208,7 +294,8 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     handlers = {"evaluate": _cmd_evaluate, "organism": _cmd_organism,
                 "localize": _cmd_localize, "unlearn": _cmd_unlearn,
-                "attack": _cmd_attack, "logit-lens": _cmd_logit_lens}
+                "attack": _cmd_attack, "logit-lens": _cmd_logit_lens,
+                "reproduce": _cmd_reproduce, "figures": _cmd_figures}
     return handlers[args.command](args)
 
 

@@ -31,7 +31,10 @@ Deviations, all deliberate:
   is lowered to the model's context length when that is shorter.
 * ``seed`` defaults to 0 (LoFiT's scripts use 42).
 * The forward pass runs through a TransformerLens ``TransformerBridge`` (eager attention;
-  its logits equal HF eager exactly), not LoFiT's patched HF modules.
+  its logits equal HF eager exactly), not LoFiT's patched HF modules. ``backend="nnsight"``
+  runs it through nnsight instead (:mod:`interp_unlearn.nnsight_backend`: the same scaling
+  at the input of the attention output projection, for architectures TransformerLens
+  does not cover); init, batches, optimiser and loss are shared, only the forward differs.
 """
 
 from __future__ import annotations
@@ -41,6 +44,7 @@ import json
 import math
 import time
 from collections.abc import Sequence
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -53,7 +57,7 @@ from torch import Tensor, nn
 from tqdm.auto import tqdm
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
-from .bridge import TransformerBridge, model_dims, to_bridge
+from .bridge import TransformerBridge, hf_model_of, model_dims, to_bridge
 from .evaluate import pad_id as _pad_id
 from .evaluate import resolve_max_length
 from .interventions import HeadScale, attach
@@ -73,6 +77,7 @@ __all__ = [
     "scores_frame",
 ]
 
+BACKENDS = ("tl", "nnsight")
 SCORES_FILE = "scores.csv"
 HEADS_FILE = "selected_heads.json"
 CONFIG_FILE = "localize_config.json"
@@ -98,6 +103,8 @@ class LocalizeConfig:
         top_k: Heads to select; ``None``: LoFiT's default 10 % of all heads (>= 1).
         forget_pools: Pools of the world's forget documents to train on when a
             :class:`World` is given; ``None``: all pools (eval, practice, attack).
+        backend: ``tl`` (TransformerLens bridge, ``hook_z``) or ``nnsight`` (nnsight on
+            the HF model, input of the attention output projection).
     """
 
     epochs: int = 5
@@ -114,6 +121,7 @@ class LocalizeConfig:
     max_grad_norm: float | None = 1.0
     top_k: int | None = None
     forget_pools: tuple[str, ...] | None = None
+    backend: str = "tl"
 
     def __post_init__(self) -> None:
         def positive_int(name: str, value: Any, allow_none: bool = False) -> None:
@@ -148,6 +156,8 @@ class LocalizeConfig:
                 raise ValueError(f"forget_pools must be a non-empty subset of {FORGET_POOLS}, "
                                  f"got {self.forget_pools!r}")
             self.forget_pools = pools
+        if self.backend not in BACKENDS:
+            raise ValueError(f"backend must be one of {BACKENDS}, got {self.backend!r}")
 
     # SAELens-style persistence
     def to_dict(self) -> dict[str, Any]:
@@ -316,7 +326,8 @@ def causal_lm_loss(logits: Float[Tensor, "b p v"], labels: Int[Tensor, "b p"]) -
 
 def localize(model: PreTrainedModel | TransformerBridge, tokenizer: PreTrainedTokenizerBase,
              corpus: World | Sequence[str], config: LocalizeConfig | None = None, *,
-             progress: bool = True, model_name: str | None = None) -> LocalizationResult:
+             progress: bool = True, model_name: str | None = None,
+             backend: str | None = None) -> LocalizationResult:
     """Train LoFiT scaling factors on ``corpus`` and score every head by ``||A[l, h]||_2``.
 
     Args:
@@ -327,6 +338,7 @@ def localize(model: PreTrainedModel | TransformerBridge, tokenizer: PreTrainedTo
         config: :class:`LocalizeConfig` (LoFiT's defaults when ``None``).
         progress: Show a tqdm bar.
         model_name: Recorded in ``meta``.
+        backend: Overrides ``config.backend`` (``tl`` | ``nnsight``); recorded in the config.
 
     The model's parameters are frozen (``requires_grad=False``) during training and their
     flags restored afterwards; no model gradient is ever stored and the weights are not
@@ -338,6 +350,8 @@ def localize(model: PreTrainedModel | TransformerBridge, tokenizer: PreTrainedTo
     config = LocalizeConfig() if config is None else config
     if not isinstance(config, LocalizeConfig):
         raise TypeError(f"config must be a LocalizeConfig, got {type(config).__name__}")
+    if backend is not None:
+        config = dataclasses.replace(config, backend=backend)
     if isinstance(corpus, World):
         texts = corpus.documents("forget", config.forget_pools)
         source = f"world forget documents ({'all pools' if config.forget_pools is None else ', '.join(config.forget_pools)})"
@@ -349,21 +363,25 @@ def localize(model: PreTrainedModel | TransformerBridge, tokenizer: PreTrainedTo
         bad = [i for i, t in enumerate(texts) if not isinstance(t, str)]
         if bad:
             raise TypeError(f"corpus[{bad[0]}] is a {type(texts[bad[0]]).__name__}, expected str")
-    if isinstance(model, TransformerBridge):
-        bridge = model
-    elif isinstance(model, PreTrainedModel):
-        bridge = to_bridge(model, tokenizer)
-    else:
+    if not isinstance(model, (TransformerBridge, PreTrainedModel)):
         raise TypeError(f"model must be a transformers PreTrainedModel or a TransformerBridge, "
                         f"got {type(model).__name__}")
+    if config.backend == "nnsight":
+        from .nnsight_backend import NNsightHeads
 
-    seq_len = min(config.seq_len, resolve_max_length(bridge, tokenizer))
+        runner = NNsightHeads(hf_model_of(model) if isinstance(model, TransformerBridge)
+                              else model)
+        net, scaled, device = runner.module, runner.applied, runner.device
+    else:
+        net = model if isinstance(model, TransformerBridge) else to_bridge(model, tokenizer)
+        scaled, device = _tl_scaled(net), next(net.parameters()).device
+
+    seq_len = min(config.seq_len, resolve_max_length(net, tokenizer))
     rows = _tokenize(tokenizer, texts, seq_len)
     if not rows:
         raise ValueError(f"the corpus ({len(texts)} texts) has no text of 2 or more tokens")
     steps = config.steps or config.epochs * math.ceil(len(rows) / config.batch_size)
-    dims = model_dims(bridge)
-    device = next(bridge.parameters()).device
+    dims = model_dims(net)
     scale = HeadScale.for_model(dims, sigma=config.sigma_A, seed=config.seed).to(device)
     optimizer = torch.optim.AdamW([scale.A], lr=config.lr, betas=config.betas,
                                   eps=config.adam_eps, weight_decay=config.weight_decay)
@@ -372,21 +390,21 @@ def localize(model: PreTrainedModel | TransformerBridge, tokenizer: PreTrainedTo
     gen = torch.Generator().manual_seed(config.seed)
     pad_id = _pad_id(tokenizer)
 
-    params = list(bridge.parameters())
+    params = list(net.parameters())
     flags = [p.requires_grad for p in params]
-    was_training = bridge.training
+    was_training = net.training
     history: list[dict[str, Any]] = []
     start = time.perf_counter()
     try:
         for p in params:
             p.requires_grad_(False)
-        bridge.eval()
+        net.eval()
         bar = tqdm(_batches(len(rows), config.batch_size, steps, gen), total=steps,
                    disable=not progress, desc="Localizing heads (LoFiT)")
-        with attach(bridge, scale):
+        with scaled(scale) as forward:
             for step, (epoch, idx) in enumerate(bar):
                 ids, mask, labels = (t.to(device) for t in _collate([rows[i] for i in idx], pad_id))
-                logits = bridge(ids, attention_mask=mask)
+                logits = forward(ids, mask)
                 ce = causal_lm_loss(logits, labels)
                 l1 = scale.l1()
                 loss = ce + config.l1_lambda * l1
@@ -403,16 +421,27 @@ def localize(model: PreTrainedModel | TransformerBridge, tokenizer: PreTrainedTo
     finally:
         for p, flag in zip(params, flags):
             p.requires_grad_(flag)
-        bridge.train(was_training)
+        net.train(was_training)
 
     scores = scores_frame(scale.scores())
     k = config.resolved_top_k(dims["n_layers"] * dims["n_heads"])
     selected = select_heads(scores, "top-k", k=k)
-    meta = {"model": model_name or str(getattr(bridge.cfg, "model_name", "")),
+    label = (getattr(getattr(net, "cfg", None), "model_name", None)
+             or getattr(net, "name_or_path", ""))
+    meta = {"model": model_name or str(label),
             "corpus": source, "n_texts": len(rows), "n_tokens": int(sum(len(r) for r in rows)),
             "seq_len": seq_len, "steps": steps, "seconds": round(time.perf_counter() - start, 2)}
     return LocalizationResult(scores=scores, config=config, history=pd.DataFrame(history),
                               selected=selected, A=scale.A.detach().cpu().clone(), meta=meta)
+
+
+def _tl_scaled(bridge: TransformerBridge):
+    """``scaled(*interventions)``: attach them to ``bridge`` and yield its forward."""
+    @contextmanager
+    def scaled(*interventions: Any):
+        with attach(bridge, *interventions):
+            yield lambda ids, mask: bridge(ids, attention_mask=mask)
+    return scaled
 
 
 # ------------------------------------------------------------------------ pipeline
@@ -421,7 +450,7 @@ def localize(model: PreTrainedModel | TransformerBridge, tokenizer: PreTrainedTo
 def run_localize(model_name: str, top_k: int | None, out_dir: str | Path,
                  config: LocalizeConfig | None = None, *, texts: Sequence[str] | None = None,
                  formats: Sequence[str] = ("html", "png", "svg"), device: str = "cpu",
-                 progress: bool = True) -> LocalizationResult:
+                 progress: bool = True, backend: str | None = None) -> LocalizationResult:
     """Load -> localize -> select top-K -> save -> heatmap export (what the CLI calls).
 
     Args:
@@ -437,6 +466,7 @@ def run_localize(model_name: str, top_k: int | None, out_dir: str | Path,
             need Chromium; the results are saved before the figure, so a failed static
             export (``StaticExportError``) loses nothing else.
         device: Where to run.
+        backend: ``tl`` | ``nnsight``; overrides ``config.backend``.
 
     Returns:
         The :class:`LocalizationResult`; ``meta["figures"]`` lists the figure files.
@@ -447,6 +477,8 @@ def run_localize(model_name: str, top_k: int | None, out_dir: str | Path,
     config = LocalizeConfig() if config is None else config
     if top_k is not None:
         config = dataclasses.replace(config, top_k=top_k)
+    if backend is not None:
+        config = dataclasses.replace(config, backend=backend)
     loaded = load_model(model_name, device=device)
     if texts is None:
         if loaded.world_dir is None:
@@ -455,8 +487,9 @@ def run_localize(model_name: str, top_k: int | None, out_dir: str | Path,
         corpus: World | Sequence[str] = World.load(loaded.world_dir)
     else:
         corpus = list(texts)
-    bridge = to_bridge(loaded.model, loaded.tokenizer)
-    result = localize(bridge, loaded.tokenizer, corpus, config, progress=progress,
+    net = (loaded.model if config.backend == "nnsight"
+           else to_bridge(loaded.model, loaded.tokenizer))
+    result = localize(net, loaded.tokenizer, corpus, config, progress=progress,
                       model_name=model_name)
     out = Path(out_dir)
     result.save(out)

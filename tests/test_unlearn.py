@@ -284,3 +284,15 @@ def test_npo_and_dpo_pieces():
     resp = [ids[i + 1] for i in range(len(ids) - 1) if w_rj[0, i] > 0]
     assert lm.tokenizer.decode(resp) == " Marta" and n == len(resp)
     tr._restore_requires_grad()
+
+
+@pytest.mark.parametrize("method,heads", [("rmu", None), ("almpu", "0.0,0.5,3.4,4.0")])
+def test_shipped_organism_preset_meets_target(method, heads, tmp_path):
+    """Issue 4's targets on the shipped organism with its automatic ``organism`` preset
+    (seed 0): forget accuracy <= 0.35 (original 0.847, chance 0.25) with retain within 5
+    points. Measured 2026-11-29: RMU 0.307 / 0.908; ALMPU with the ablation-attribution
+    top-4 heads 0.333 / 0.892."""
+    res = unlearn("organism", method, heads=heads, out_dir=tmp_path / method, seed=0,
+                  progress=False)
+    assert res.after["forget"] <= 0.35, res.after
+    assert res.after["retain"] >= res.before["retain"] - 0.05, (res.before, res.after)

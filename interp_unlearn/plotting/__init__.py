@@ -1,7 +1,21 @@
-"""Figures: plotly builders (one per file) and :func:`save_figure` (HTML + PNG/SVG)."""
+"""Figures: plotly builders (one per file) and :func:`save_figure` (HTML + PNG/SVG).
 
+* :func:`sensitivity_heatmap` -- head sensitivity ``||A[l, h]||_2`` (ALMPU Fig. 4);
+* :func:`robustness_curves` -- UE vs attack size N per method, the twin's floor (Fig. 3,
+  Table 2 as a figure);
+* :func:`logit_lens_curves` -- accuracy per block per method (Fig. 5);
+* :func:`ablation_bars` -- head-selection / location ablations (Tables 3-4 as figures).
+
+All share one colour-blind-safe palette per method (:mod:`.style`) and never display a
+figure; they return ``plotly.graph_objects.Figure``.
+"""
+
+from .bars import ablation_bars
+from .curves import robustness_curves
 from .export import FORMATS, StaticExportError, save_figure, static_export_problem
 from .heatmap import sensitivity_heatmap
+from .lens import logit_lens_curves
+from .style import method_style
 
-__all__ = ["FORMATS", "StaticExportError", "save_figure", "sensitivity_heatmap",
-           "static_export_problem"]
+__all__ = ["FORMATS", "StaticExportError", "ablation_bars", "logit_lens_curves", "method_style",
+           "robustness_curves", "save_figure", "sensitivity_heatmap", "static_export_problem"]

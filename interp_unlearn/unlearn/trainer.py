@@ -184,20 +184,18 @@ class UnlearnConfig:
 _GENERIC_KEYS = tuple(BASE_DEFAULTS)
 
 
-def _default_preset(cls: type[UnlearnMethod], lm: LoadedModel) -> str | None:
-    if not str(lm.meta.get("kind", "")).startswith("organism"):
-        return None
-    for name in (f"organism-{lm.meta.get('preset', '')}", "organism"):
-        if name in cls.presets:
-            return name
-    return None
+def _default_preset(cls: type[UnlearnMethod], lm: LoadedModel) -> tuple[str | None, dict[str, Any]]:
+    """The model family's preset and parameter overrides (:mod:`interp_unlearn.presets`)."""
+    from ..presets import method_preset
+    return method_preset(cls.name, lm)
 
 
 def resolve_config(config: UnlearnConfig, lm: LoadedModel) -> tuple[UnlearnConfig, Any]:
     """Fill the ``None`` fields (base < method defaults < preset < explicit) and build the
     method's ``Params``. Returns ``(resolved config, params)``."""
     cls = get_method(config.method)
-    preset = config.preset if config.preset is not None else _default_preset(cls, lm)
+    preset, family_params = ((config.preset, {}) if config.preset is not None
+                             else _default_preset(cls, lm))
     if preset is not None and preset not in cls.presets:
         raise ValueError(f"unknown preset {preset!r} for method {cls.name!r}; "
                          f"valid: {sorted(cls.presets)}")
@@ -210,7 +208,7 @@ def resolve_config(config: UnlearnConfig, lm: LoadedModel) -> tuple[UnlearnConfi
         v = getattr(config, k)
         if v is not None:
             values[k] = v
-    params_dict = {**pre.get("params", {}), **(config.params or {})}
+    params_dict = {**pre.get("params", {}), **family_params, **(config.params or {})}
     params = cls.make_params(params_dict)
     resolved = copy.copy(config)
     for k, v in values.items():

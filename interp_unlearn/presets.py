@@ -1,0 +1,332 @@
+"""Which RMU/ALMPU preset and which localization defaults a model gets, per model family.
+
+One table (:data:`FAMILIES`) decides. A model's family is detected (:func:`detect_family`)
+from, in this order:
+
+1. its checkpoint's ``interp_unlearn.json`` (``kind: organism*``): ``organism-micro`` when
+   its ``preset`` is ``micro``, else ``organism`` -- unlearned organism checkpoints keep
+   the file, so they stay organisms;
+2. the HF config's ``model_type`` together with a name hint (``zephyr`` in the hub name or
+   path *and* ``model_type == "mistral"``);
+3. the ``model_type`` alone (``mistral``, ``llama``, ``qwen2``/``qwen3``, ``gemma*``);
+4. otherwise the fallback :data:`FALLBACK` (Zephyr's recipe scaled to the depth), with an
+   :class:`UnknownFamilyWarning`.
+
+The numbers stay in the methods' own preset tables (``unlearn/rmu.py``: ``RMU_PRESETS``;
+``unlearn/almpu.py``: ``ALMPU.presets``; GA/GA-MP/NPO/DPO have organism presets only); a
+family names which preset to take, and for families other than Zephyr and the organisms
+overrides only RMU/ALMPU's ``layer``:
+
+    ``layer = round(7/32 * n_layers)`` (rounded half up)
+
+Only **Zephyr-7B's** recipe comes from the reference (``protocols.md`` §1: ℓ = 7, c = 6.5,
+α = 1200, 150 batches of 4, lr 5e-5); the organisms' presets were tuned on the organisms.
+For every other family the values are Zephyr's with the layer scaled by depth and are
+**unvalidated**: the steering coefficient ``c`` depends on the residual-stream norm at
+ℓ, which differs between families (the WMDP authors used c = 300, α = 350 for Yi-34B), so
+check the forget/retain accuracies and tune ``c``/``α`` (``--set steering_coeff=...``).
+
+Localization defaults: LoFiT's (:class:`~interp_unlearn.localize.LocalizeConfig`); K is
+LoFiT's default 10 % of the heads for the organisms and, for 7B-class real models, the
+~3 % LoFiT's scripts use (32 of Llama-2-7B's 1,024 heads): ``K = max(1, round(K% * heads))``.
+
+    fam = detect_family(lm)                     # a LoadedModel, HF model/config, name or path
+    preset, params = method_preset("rmu", lm)   # ("zephyr", {"layer": 5}) for a 24-layer Qwen2
+    cfg = localize_config(lm)                   # LocalizeConfig with the family's top_k
+    preset_table(n_layers=32)                   # the table as a DataFrame
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import warnings
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import SimpleNamespace
+from typing import Any
+
+import pandas as pd
+
+__all__ = [
+    "FALLBACK",
+    "FAMILIES",
+    "Family",
+    "ModelInfo",
+    "UnknownFamilyWarning",
+    "detect_family",
+    "localize_config",
+    "method_preset",
+    "model_info",
+    "preset_table",
+    "scaled_layer",
+]
+
+META_FILE = "interp_unlearn.json"  # == interp_unlearn.organism.META_FILE
+ZEPHYR_LAYER, ZEPHYR_DEPTH = 7, 32  # RMU's layer for Zephyr-7B and its number of layers
+LOFIT_SCRIPT_FRACTION = 32 / 1024   # LoFiT's scripts: 32 of Llama-2-7B's 1,024 heads
+
+
+class UnknownFamilyWarning(UserWarning):
+    """The model's family is not in :data:`FAMILIES`; :data:`FALLBACK` is used."""
+
+
+@dataclass(frozen=True)
+class Family:
+    """One row of the preset table.
+
+    Attributes:
+        name: Family name (``organism``, ``zephyr``, ``llama`` ...).
+        model_types: HF ``config.model_type`` values of the family.
+        name_hints: Lower-case substrings of the model name/path that must also match.
+        presets: Preset names tried, in order, in each method's own table (``{preset}``
+            is the organism checkpoint's ``preset``); none found: the method's defaults.
+        scale_layer: RMU/ALMPU ``layer`` := :func:`scaled_layer` of the model's depth.
+        validated: Whether the values were validated on this family.
+        top_k_fraction: Localization K as a fraction of all heads; ``None``: LoFiT's 10 %.
+        localize: Other :class:`~interp_unlearn.localize.LocalizeConfig` overrides.
+        notes: Where the values come from.
+    """
+
+    name: str
+    model_types: tuple[str, ...] = ()
+    name_hints: tuple[str, ...] = ()
+    presets: tuple[str, ...] = ()
+    scale_layer: bool = False
+    validated: bool = False
+    top_k_fraction: float | None = None
+    localize: Mapping[str, Any] = field(default_factory=dict)
+    notes: str = ""
+
+
+_SCALED = ("Zephyr's RMU recipe (protocols.md §1) with layer = round(7/32 * n_layers); "
+           "c, alpha, lr, steps unchanged. UNVALIDATED on this family: check accuracies "
+           "and tune c/alpha.")
+
+FAMILIES: tuple[Family, ...] = (
+    Family("organism-micro", presets=("organism-{preset}", "organism"), validated=True,
+           notes="the 4-layer test organism; presets tuned on it (unlearn/rmu.py "
+                 "ORGANISM_NOTES); detected by interp_unlearn.json (kind organism, preset "
+                 "micro)"),
+    Family("organism", presets=("organism-{preset}", "organism"), validated=True,
+           notes="the shipped organism; presets tuned on it (unlearn/rmu.py ORGANISM_NOTES); "
+                 "detected by interp_unlearn.json (kind organism)"),
+    Family("zephyr", model_types=("mistral",), name_hints=("zephyr",), presets=("zephyr",),
+           validated=True, top_k_fraction=LOFIT_SCRIPT_FRACTION,
+           notes="WMDP's RMU recipe for zephyr-7b-beta, the only one the reference gives "
+                 "(protocols.md §1): layer 7, c 6.5, alpha 1200, 150 batches of 4, lr 5e-5. "
+                 "ALMPU's delta values (sigma_adv, epsilon) are not in the paper."),
+    Family("mistral", model_types=("mistral",), presets=("zephyr",), scale_layer=True,
+           top_k_fraction=LOFIT_SCRIPT_FRACTION,
+           notes="Zephyr-7B is a Mistral-7B fine-tune. " + _SCALED),
+    Family("llama", model_types=("llama",), presets=("zephyr",), scale_layer=True,
+           top_k_fraction=LOFIT_SCRIPT_FRACTION, notes=_SCALED),
+    Family("qwen2", model_types=("qwen2", "qwen3"), presets=("zephyr",), scale_layer=True,
+           top_k_fraction=LOFIT_SCRIPT_FRACTION, notes="Qwen2/2.5 and Qwen3. " + _SCALED),
+    Family("gemma", model_types=("gemma", "gemma2", "gemma3_text"), presets=("zephyr",),
+           scale_layer=True, top_k_fraction=LOFIT_SCRIPT_FRACTION,
+           notes="Gemma scales embeddings by sqrt(d_model): residual norms (and so c) differ "
+                 "most from Zephyr's. " + _SCALED),
+)
+
+#: Used for any other family, with an :class:`UnknownFamilyWarning`.
+FALLBACK = Family("unknown", presets=("zephyr",), scale_layer=True,
+                  top_k_fraction=LOFIT_SCRIPT_FRACTION,
+                  notes="fallback for an unknown family: " + _SCALED + " RMU/ALMPU also need "
+                        "model.layers[i].mlp.down_proj and self_attn.o_proj.")
+
+
+# ----------------------------------------------------------------------- detection
+
+
+@dataclass(frozen=True)
+class ModelInfo:
+    """What detection reads: ``model_type`` and depth (``None`` if unknown), the name or
+    path, and the checkpoint's ``interp_unlearn.json`` (empty if none)."""
+
+    model_type: str | None
+    n_layers: int | None
+    name: str
+    meta: Mapping[str, Any]
+
+    @property
+    def label(self) -> str:
+        """The name for messages (its first word; ``<unnamed>`` when empty)."""
+        return (self.name.split() or ["<unnamed>"])[0]
+
+
+def _read_meta(path: Path | None) -> dict[str, Any]:
+    if path is None or not (path / META_FILE).is_file():
+        return {}
+    return json.loads((path / META_FILE).read_text())
+
+
+def _config_fields(config: Any) -> tuple[str | None, int | None]:
+    if isinstance(config, Mapping):
+        config = config.get("text_config") or config
+        layers = config.get("num_hidden_layers", config.get("n_layer"))
+        return config.get("model_type"), None if layers is None else int(layers)
+    if hasattr(config, "get_text_config"):
+        config = config.get_text_config()
+    layers = getattr(config, "num_hidden_layers", None)
+    return getattr(config, "model_type", None), None if layers is None else int(layers)
+
+
+def model_info(model: Any) -> ModelInfo:
+    """Read :class:`ModelInfo` from a ``LoadedModel``, an HF model or config, a built-in
+    name (``organism`` ...), a local checkpoint directory or a hub name (no download: a hub
+    name gives only its name)."""
+    from transformers import PretrainedConfig, PreTrainedModel
+
+    from .loading import BUILTIN, LoadedModel, builtin_path
+
+    if isinstance(model, LoadedModel):
+        mtype, depth = _config_fields(model.model.config)
+        name = str(model.path or model.name)
+        return ModelInfo(mtype, depth, f"{model.name} {name}", dict(model.meta))
+    if isinstance(model, (PreTrainedModel, PretrainedConfig)):
+        config = model.config if isinstance(model, PreTrainedModel) else model
+        mtype, depth = _config_fields(config)
+        name = str(getattr(model, "name_or_path", "") or getattr(config, "name_or_path", ""))
+        path = Path(name) if name and Path(name).is_dir() else None
+        return ModelInfo(mtype, depth, name, _read_meta(path))
+    if isinstance(model, (str, os.PathLike)):
+        s = str(model)
+        path = builtin_path(s) if s in BUILTIN else Path(s).expanduser()
+        if path.is_dir():
+            cfg_file = path / "config.json"
+            mtype, depth = (_config_fields(json.loads(cfg_file.read_text()))
+                            if cfg_file.is_file() else (None, None))
+            return ModelInfo(mtype, depth, f"{s} {path}", _read_meta(path))
+        return ModelInfo(None, None, s, {})
+    raise TypeError(f"expected a LoadedModel, an HF model or config, a name or a path; got "
+                    f"{type(model).__name__}")
+
+
+def _organism_family(meta: Mapping[str, Any]) -> Family | None:
+    if not str(meta.get("kind", "")).startswith("organism"):
+        return None
+    wanted = "organism-micro" if meta.get("preset") == "micro" else "organism"
+    return next(f for f in FAMILIES if f.name == wanted)
+
+
+def detect_family(model: Any, *, warn: bool = True) -> Family:
+    """The :class:`Family` of ``model`` (see the module docstring for the order).
+
+    Unknown families return :data:`FALLBACK` and, with ``warn``, issue an
+    :class:`UnknownFamilyWarning` naming the ``model_type`` and the known ones."""
+    info = model if isinstance(model, ModelInfo) else model_info(model)
+    org = _organism_family(info.meta)
+    if org is not None:
+        return org
+    name = info.name.lower()
+    for fam in FAMILIES:
+        if not fam.name_hints or not any(h in name for h in fam.name_hints):
+            continue
+        if info.model_type is None or info.model_type in fam.model_types:
+            return fam
+    for fam in FAMILIES:
+        if not fam.name_hints and info.model_type in fam.model_types:
+            return fam
+    if warn:
+        known = sorted({t for f in FAMILIES for t in f.model_types})
+        warnings.warn(f"unknown model family for {info.label!r} (model_type "
+                      f"{info.model_type!r}; known: {known}): using the fallback -- Zephyr's "
+                      "RMU recipe with layer = round(7/32 * n_layers), unvalidated",
+                      UnknownFamilyWarning, stacklevel=2)
+    return FALLBACK
+
+
+# ------------------------------------------------------------------------- presets
+
+
+def scaled_layer(n_layers: int) -> int:
+    """Zephyr's RMU layer scaled to a depth: ``round(7/32 * n_layers)``, half up, within
+    ``0..n_layers-1``."""
+    if isinstance(n_layers, bool) or not isinstance(n_layers, int) or n_layers < 1:
+        raise ValueError(f"n_layers must be a positive int, got {n_layers!r}")
+    return min(n_layers - 1, int(ZEPHYR_LAYER * n_layers / ZEPHYR_DEPTH + 0.5))
+
+
+def method_preset(method: str, model: Any) -> tuple[str | None, dict[str, Any]]:
+    """``(preset name or None, method-parameter overrides)`` for ``method`` on ``model``.
+
+    The preset is the first of the family's :attr:`Family.presets` that the method
+    defines (``None``: the method's defaults, e.g. GA on Zephyr). For a ``scale_layer``
+    family the overrides set RMU/ALMPU's ``layer`` to :func:`scaled_layer`; explicit
+    ``params`` of the caller go on top of both (the trainer's order)."""
+    from .unlearn.registry import get_method
+
+    info = model if isinstance(model, ModelInfo) else model_info(model)
+    fam = detect_family(info)
+    cls = get_method(method)
+    names = [p.format(preset=info.meta.get("preset", "")) for p in fam.presets]
+    preset = next((n for n in names if n in cls.presets), None)
+    params: dict[str, Any] = {}
+    if fam.scale_layer and preset is not None and "layer" in cls.param_names():
+        if info.n_layers is None:
+            raise ValueError(f"cannot scale the RMU layer for {info.label!r}: its "
+                             "number of layers is unknown (pass a loaded model or a local "
+                             "checkpoint directory, not a bare hub name)")
+        params["layer"] = scaled_layer(info.n_layers)
+    return preset, params
+
+
+def localize_config(model: Any, **overrides: Any):
+    """A :class:`~interp_unlearn.localize.LocalizeConfig` with the family's localization
+    defaults (``top_k`` from :attr:`Family.top_k_fraction` and the head count), then
+    ``overrides``."""
+    from .bridge import model_dims
+    from .localize import LocalizeConfig
+
+    fam = detect_family(model)
+    values: dict[str, Any] = dict(fam.localize)
+    if fam.top_k_fraction is not None and "top_k" not in overrides:
+        from transformers import PretrainedConfig
+
+        from .loading import LoadedModel
+
+        hf = model.model if isinstance(model, LoadedModel) else model
+        if isinstance(hf, PretrainedConfig):
+            hf = SimpleNamespace(config=hf)
+        if not hasattr(hf, "config"):
+            raise TypeError("localize_config needs a LoadedModel, an HF model or its config "
+                            f"to count the heads, got {type(model).__name__}")
+        dims = model_dims(hf)
+        values["top_k"] = max(1, round(fam.top_k_fraction * dims["n_layers"] * dims["n_heads"]))
+    values.update(overrides)
+    return LocalizeConfig(**values)
+
+
+def preset_table(n_layers: int | None = None, methods: tuple[str, ...] = ("rmu", "almpu")
+                 ) -> pd.DataFrame:
+    """The table, one row per family and method, with the values each gets (read from the
+    methods' own preset tables). ``layer`` is resolved for ``n_layers`` when given, else
+    shown as the rule. Organism rows show the shipped organism's presets."""
+    from .unlearn.registry import get_method
+
+    rows = []
+    for fam in (*FAMILIES, FALLBACK):
+        meta = {"preset": "micro" if fam.name == "organism-micro" else "small"}
+        for method in methods:
+            cls = get_method(method)
+            names = [p.format(**meta) for p in fam.presets]
+            preset = next((n for n in names if n in cls.presets), None)
+            pre = cls.presets.get(preset, {}) if preset else {}
+            params = {**{f: getattr(cls.Params(), f) for f in cls.param_names()},
+                      **pre.get("params", {})}
+            config = {**cls.defaults, **pre.get("config", {})}
+            layer: Any = params.get("layer")
+            if fam.scale_layer and "layer" in params:
+                layer = scaled_layer(n_layers) if n_layers else "round(7/32*L)"
+            rows.append({
+                "family": fam.name, "model_types": ",".join(fam.model_types) or "-",
+                "method": method, "preset": preset, "layer": layer,
+                "steering_coeff": params.get("steering_coeff"), "alpha": params.get("alpha"),
+                "lr": config.get("lr"), "max_num_batches": config.get("max_num_batches"),
+                "batch_size": config.get("batch_size"),
+                "top_k": ("10% (LoFiT)" if fam.top_k_fraction is None
+                          else f"{fam.top_k_fraction:.2%} of heads"),
+                "validated": fam.validated, "notes": fam.notes})
+    return pd.DataFrame(rows)
