@@ -182,7 +182,12 @@ def model_info(model: Any) -> ModelInfo:
     from .loading import BUILTIN, LoadedModel, builtin_path
 
     if isinstance(model, LoadedModel):
-        mtype, depth = _config_fields(model.model.config)
+        if model.model is not None:
+            mtype, depth = _config_fields(model.model.config)
+        else:  # a metadata-only handle (weights not loaded): read the checkpoint's config
+            cfg_file = Path(model.path or "") / "config.json"
+            mtype, depth = (_config_fields(json.loads(cfg_file.read_text()))
+                            if model.path and cfg_file.is_file() else (None, None))
         name = str(model.path or model.name)
         return ModelInfo(mtype, depth, f"{model.name} {name}", dict(model.meta))
     if isinstance(model, (PreTrainedModel, PretrainedConfig)):

@@ -175,7 +175,8 @@ def test_figures_command_redraws_every_file(reference_run, capsys):
     assert main(["figures", "--run", str(out), "--formats", "html,png", "--json"]) == 0
     res = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     problem = static_export_problem()
-    for name in FIGURES:
+    # the reference run measures the lens on the forget domain only (lens_domains above)
+    for name in [n for n in FIGURES if n != "fig5_logit_lens_retain"]:
         html = out / "figures" / f"{name}.html"
         assert html.is_file() and "plotly" in html.read_text()[:200_000], name
         png = out / "figures" / f"{name}.png"
