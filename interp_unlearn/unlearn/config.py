@@ -1,0 +1,174 @@
+"""The unlearning trainer's configuration: :class:`UnlearnConfig`, generic defaults, and
+how a method's defaults, its preset (from the model family) and explicit values combine."""
+
+from __future__ import annotations
+
+import copy
+import math
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+
+from ..loading import LoadedModel
+from .registry import UnlearnMethod, get_method
+
+
+CONFIG_FILE = "unlearn_config.json"
+METRICS_FILE = "metrics.jsonl"
+RESULT_FILE = "unlearn_result.json"
+
+#: Generic defaults under every method's own ``defaults``.
+BASE_DEFAULTS: dict[str, Any] = {
+    "max_num_batches": 100,
+    "batch_size": 4,
+    "lr": 1e-5,
+    "seq_len": 512,
+    "seed": 42,
+    "forget_corpus": "forget",
+    "retain_corpus": "retain",
+    "shuffle": True,
+    "padding_side": "right",
+    "adam_eps": 1e-8,
+    "weight_decay": 0.0,
+    "betas": (0.9, 0.999),
+    "grad_clip": None,
+}
+
+
+# ----------------------------------------------------------------------------- config
+
+
+@dataclass
+class UnlearnConfig:
+    """Everything a run needs. ``None`` means "the method's / preset's default"; the
+    resolved config (no ``None`` left where a default exists) is what gets saved.
+
+    Attributes:
+        method: registry name (``rmu``, ``almpu``, ``ga``, ``ga_mp``, ``npo``, ``dpo``).
+        preset: a preset of the method (``zephyr``, ``organism``, ...). ``None``: the
+            ``organism`` preset for organism checkpoints, the method defaults otherwise.
+        max_num_batches: training steps (one forget batch + one retain batch each).
+        batch_size, lr, seq_len (max tokens per text), seed.
+        eval_every: evaluate every this many steps (0: only before and after).
+        forget_corpus, retain_corpus: corpus spec (see :func:`resolve_corpus`).
+        shuffle: seeded shuffle of the corpora (False: file order, like the reference).
+        padding_side: ``left`` (RMU reference) or ``right``.
+        adam_eps, weight_decay, betas, grad_clip: AdamW settings; ``grad_clip`` None = off.
+        forget_mcq, retain_mcq: MCQ JSONL files to score (default: the model's own pools).
+        eval_scoring: ``cloze`` / ``letter`` (default: the model's own).
+        eval_batch_size: questions per forward pass in evaluation.
+        params: method-specific parameters (see the method's ``Params`` dataclass).
+        threads: ``torch.set_num_threads`` for the run (0: leave as is).
+        progress: tqdm progress bar.
+        check_grads: check gradients for NaN/inf before every optimiser step.
+        evaluate: score the MCQs before/after (False: accuracies are None; for speed).
+    """
+
+    method: str = "rmu"
+    preset: str | None = None
+    max_num_batches: int | None = None
+    batch_size: int | None = None
+    lr: float | None = None
+    seq_len: int | None = None
+    seed: int | None = None
+    eval_every: int = 0
+    forget_corpus: Any = None
+    retain_corpus: Any = None
+    shuffle: bool | None = None
+    padding_side: str | None = None
+    adam_eps: float | None = None
+    weight_decay: float | None = None
+    betas: tuple[float, float] | None = None
+    grad_clip: float | None = None
+    forget_mcq: str | None = None
+    retain_mcq: str | None = None
+    eval_scoring: str | None = None
+    eval_batch_size: int = 32
+    params: dict[str, Any] = field(default_factory=dict)
+    threads: int = 0
+    progress: bool = True
+    check_grads: bool = True
+    evaluate: bool = True
+
+    @property
+    def steps(self) -> int | None:
+        return self.max_num_batches
+
+    def to_dict(self) -> dict[str, Any]:
+        d = asdict(self)
+        for k in ("forget_corpus", "retain_corpus"):
+            v = d[k]
+            if isinstance(v, (list, tuple)):
+                d[k] = f"<{len(v)} texts given in memory>"
+            elif isinstance(v, Path):
+                d[k] = str(v)
+        if d["betas"] is not None:
+            d["betas"] = list(d["betas"])
+        return d
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> "UnlearnConfig":
+        valid = {f.name for f in fields(cls)}
+        bad = sorted(set(d) - valid)
+        if bad:
+            raise ValueError(f"unknown UnlearnConfig field(s) {bad}; valid: {sorted(valid)}")
+        d = dict(d)
+        if d.get("betas") is not None:
+            d["betas"] = tuple(d["betas"])
+        return cls(**d)
+
+
+_GENERIC_KEYS = tuple(BASE_DEFAULTS)
+
+
+def _default_preset(cls: type[UnlearnMethod], lm: LoadedModel) -> tuple[str | None, dict[str, Any]]:
+    """The model family's preset and parameter overrides (:mod:`interp_unlearn.presets`)."""
+    from ..presets import method_preset
+    return method_preset(cls.name, lm)
+
+
+def resolve_config(config: UnlearnConfig, lm: LoadedModel) -> tuple[UnlearnConfig, Any]:
+    """Fill the ``None`` fields (base < method defaults < preset < explicit) and build the
+    method's ``Params``. Returns ``(resolved config, params)``."""
+    cls = get_method(config.method)
+    preset, family_params = ((config.preset, {}) if config.preset is not None
+                             else _default_preset(cls, lm))
+    if preset is not None and preset not in cls.presets:
+        raise ValueError(f"unknown preset {preset!r} for method {cls.name!r}; "
+                         f"valid: {sorted(cls.presets)}")
+    pre = cls.presets.get(preset, {}) if preset else {}
+    bad = sorted(set(pre.get("config", {})) - set(_GENERIC_KEYS))
+    if bad:  # a bug in a preset table, not a user error
+        raise AssertionError(f"preset {preset!r} of {cls.name!r} sets unknown fields {bad}")
+    values = {**BASE_DEFAULTS, **cls.defaults, **pre.get("config", {})}
+    for k in _GENERIC_KEYS:
+        v = getattr(config, k)
+        if v is not None:
+            values[k] = v
+    params_dict = {**pre.get("params", {}), **family_params, **(config.params or {})}
+    params = cls.make_params(params_dict)
+    resolved = copy.copy(config)
+    for k, v in values.items():
+        setattr(resolved, k, v)
+    resolved.method = cls.name
+    resolved.preset = preset
+    resolved.betas = tuple(resolved.betas)
+    resolved.params = asdict(params)
+    _validate(resolved)
+    return resolved, params
+
+
+def _validate(c: UnlearnConfig) -> None:
+    for k in ("max_num_batches", "batch_size", "seq_len"):
+        v = getattr(c, k)
+        if isinstance(v, bool) or not isinstance(v, int) or v < 1:
+            raise ValueError(f"{k} must be a positive int, got {v!r}")
+    if not isinstance(c.eval_every, int) or c.eval_every < 0:
+        raise ValueError(f"eval_every must be an int >= 0, got {c.eval_every!r}")
+    if not (isinstance(c.lr, (int, float)) and c.lr > 0 and math.isfinite(c.lr)):
+        raise ValueError(f"lr must be a positive number, got {c.lr!r}")
+    if c.padding_side not in ("left", "right"):
+        raise ValueError(f"padding_side must be 'left' or 'right', got {c.padding_side!r}")
+    if c.grad_clip is not None and not c.grad_clip > 0:
+        raise ValueError(f"grad_clip must be None or > 0, got {c.grad_clip!r}")

@@ -1,0 +1,54 @@
+"""Loss helpers shared by the methods: decoder layers, masked MSE, token log-probabilities,
+next-token CE and summed sequence log-likelihoods."""
+
+from __future__ import annotations
+
+
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from .batches import Batch
+
+# ---------------------------------------------------------------------- loss helpers
+
+
+def decoder_layers(model: nn.Module) -> nn.ModuleList:
+    """``model.model.layers`` of an HF decoder-only LM (Llama, Mistral/Zephyr, Qwen ...)."""
+    layers = getattr(getattr(model, "model", None), "layers", None)
+    if not isinstance(layers, nn.ModuleList):
+        raise TypeError(f"{type(model).__name__} has no model.layers; unlearning methods "
+                        "expect an HF decoder-only LM (LlamaForCausalLM and relatives)")
+    return layers
+
+
+def masked_mse(a: Tensor, b: Tensor, mask: Tensor | None = None) -> Tensor:
+    """``F.mse_loss`` (mean over batch x pos x features); with ``mask`` [batch, pos] the
+    mean runs over the unmasked positions only."""
+    if mask is None:
+        return F.mse_loss(a, b.expand_as(a))
+    m = mask.to(a.dtype)[..., None]
+    return ((a - b) ** 2 * m).sum() / (m.sum() * a.shape[-1]).clamp_min(1)
+
+
+def token_logprobs(logits: Tensor, batch: Batch) -> tuple[Tensor, Tensor]:
+    """``(log p(token_{t+1} | ..t), valid)`` both ``[batch, pos-1]`` (fp32)."""
+    ids = batch.input_ids
+    lp = -F.cross_entropy(logits[:, :-1].float().transpose(1, 2), ids[:, 1:], reduction="none")
+    valid = (batch.attention_mask[:, 1:] * batch.attention_mask[:, :-1]).bool()
+    return lp, valid
+
+
+def lm_loss(model: nn.Module, batch: Batch) -> Tensor:
+    """Mean next-token cross-entropy over the real tokens of ``batch``."""
+    logits = model(input_ids=batch.input_ids, attention_mask=batch.attention_mask,
+                   use_cache=False).logits
+    lp, valid = token_logprobs(logits, batch)
+    return -(lp * valid).sum() / valid.sum().clamp_min(1)
+
+
+def sequence_logprob(logits: Tensor, batch: Batch, weights: Tensor | None = None) -> Tensor:
+    """Summed log-likelihood of each row's tokens (after the first), ``[batch]``;
+    ``weights`` [batch, pos-1] restricts the sum (e.g. to a response)."""
+    lp, valid = token_logprobs(logits, batch)
+    w = valid.float() if weights is None else valid.float() * weights
+    return (lp * w).sum(-1)
