@@ -72,6 +72,12 @@ def build_parser() -> argparse.ArgumentParser:
     loc.add_argument("--backend", choices=("tl", "nnsight"), default="tl",
                      help="tl: TransformerLens hook_z; nnsight: input of the attention "
                           "output projection (architectures TransformerLens lacks)")
+    loc.add_argument("--forget-corpus", default=None,
+                     help="forget texts: a corpus name or local JSONL/parquet path "
+                          "(interp_unlearn.data.load_corpus, e.g. bio-forget-corpus.jsonl); "
+                          "default: the organism's forget documents")
+    loc.add_argument("--max-texts", type=int, default=None,
+                     help="use only the first N forget texts")
     loc.add_argument("--score", choices=("lofit", "ablation"), default="lofit",
                      help="lofit: the paper's learned head scales ||A[l,h]|| (default); "
                           "ablation: forget-specific ablation attribution on held-out MCQs "
@@ -211,9 +217,14 @@ def _cmd_localize(args) -> int:
                                    "lr": args.lr, "l1_lambda": args.l1, "sigma_A": args.sigma,
                                    "seed": args.seed}.items() if v is not None}
     cfg = replace(LocalizeConfig(), **overrides)
+    texts = None
+    if args.forget_corpus is not None:
+        from .data import load_corpus
+        texts = load_corpus(args.forget_corpus, limit=args.max_texts)
     res = run_localize(args.model, args.top_k, args.out, cfg, device=args.device,
                        formats=tuple(f for f in args.formats.split(",") if f),
-                       progress=not args.no_progress, backend=args.backend)
+                       progress=not args.no_progress, backend=args.backend,
+                       texts=texts, dtype=args.dtype)
     top = res.scores.sort_values("rank").head(args.top_k)
     out = {"out": str(args.out), "selected_heads": [[int(r.layer), int(r.head)]
                                                      for r in top.itertuples()]}

@@ -450,7 +450,8 @@ def _tl_scaled(bridge: TransformerBridge):
 def run_localize(model_name: str, top_k: int | None, out_dir: str | Path,
                  config: LocalizeConfig | None = None, *, texts: Sequence[str] | None = None,
                  formats: Sequence[str] = ("html", "png", "svg"), device: str = "cpu",
-                 progress: bool = True, backend: str | None = None) -> LocalizationResult:
+                 progress: bool = True, backend: str | None = None,
+                 dtype: str | None = None) -> LocalizationResult:
     """Load -> localize -> select top-K -> save -> heatmap export (what the CLI calls).
 
     Args:
@@ -479,7 +480,7 @@ def run_localize(model_name: str, top_k: int | None, out_dir: str | Path,
         config = dataclasses.replace(config, top_k=top_k)
     if backend is not None:
         config = dataclasses.replace(config, backend=backend)
-    loaded = load_model(model_name, device=device)
+    loaded = load_model(model_name, device=device, dtype=dtype)
     if texts is None:
         if loaded.world_dir is None:
             raise ValueError(f"{model_name} carries no synthetic world; pass the forget texts "

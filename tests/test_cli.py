@@ -7,7 +7,8 @@ from interp_unlearn.cli import build_parser, main
 
 def test_help_lists_every_command():
     text = build_parser().format_help()
-    for cmd in ("evaluate", "organism", "localize", "unlearn"):
+    for cmd in ("evaluate", "organism", "localize", "unlearn", "attack", "logit-lens",
+                "reproduce", "figures"):
         assert cmd in text
 
 
@@ -41,3 +42,19 @@ def test_logit_lens_cli(tmp_path, capsys):
                  "--json"]) == 0
     rows = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert {r["block"] for r in rows} == {0, 1, 2, 3}
+
+
+def test_localize_cli_takes_a_local_forget_corpus_and_dtype(tmp_path, capsys):
+    """The path a real model uses: forget texts from a local JSONL file (the
+    ``cais/wmdp-corpora`` schema), bf16 weights."""
+    corpus = tmp_path / "bio-forget-corpus.jsonl"
+    corpus.write_text("".join(json.dumps({"text": f"Prafobella lives in bats, case {i}."}) + "\n"
+                              for i in range(12)))
+    out = tmp_path / "loc"
+    assert main(["localize", "--model", "organism-micro", "--top-k", "2", "--steps", "2",
+                 "--forget-corpus", str(corpus), "--max-texts", "8", "--dtype", "bfloat16",
+                 "--out", str(out), "--formats", "html", "--json", "--no-progress"]) == 0
+    res = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert len(res["selected_heads"]) == 2
+    heads = json.loads((out / "selected_heads.json").read_text())
+    assert heads["n_texts"] == 8, heads
