@@ -312,3 +312,19 @@ def test_figures_from_a_real_micro_run(tmp_path):
     fig = logit_lens_curves(lens)
     assert [t.name for t in kinds(fig, "mean")] == ["RMU", "original"]
     assert len(series(fig, method="rmu").y) == lens["block"].nunique()
+
+
+def test_save_gallery_inlines_plotlyjs_once(tmp_path):
+    import plotly.graph_objects as go
+
+    from interp_unlearn.plotting import save_gallery
+    figs = {f"fig{i}": go.Figure(go.Scatter(x=[0, 1], y=[i, i + 1])) for i in range(3)}
+    path = save_gallery(figs, tmp_path / "all.html", title="run")
+    html = path.read_text()
+    assert html.count("<h2>") == 3 and "fig2" in html
+    assert html.count("plotly.js v") <= 2  # the library's banner: inlined once, not 3 times
+    assert path.stat().st_size < 6_000_000
+    with pytest.raises(ValueError, match="at least one"):
+        save_gallery({}, tmp_path / "x.html")
+    with pytest.raises(ValueError, match="HTML"):
+        save_gallery(figs, tmp_path / "x.png")

@@ -7,15 +7,17 @@
 * :func:`ablation_bars` -- head-selection / location ablations (Tables 3-4 as figures).
 
 All share one colour-blind-safe palette per method (:mod:`.style`) and never display a
-figure; they return ``plotly.graph_objects.Figure``.
+figure; they return ``plotly.graph_objects.Figure``. :func:`save_gallery` writes many
+figures into one offline HTML page (plotly.js inlined once).
 """
 
 from .bars import ablation_bars
 from .curves import robustness_curves
-from .export import FORMATS, StaticExportError, save_figure, static_export_problem
+from .export import FORMATS, StaticExportError, save_figure, save_gallery, static_export_problem
 from .heatmap import sensitivity_heatmap
 from .lens import logit_lens_curves
 from .style import method_style
 
 __all__ = ["FORMATS", "StaticExportError", "ablation_bars", "logit_lens_curves", "method_style",
-           "robustness_curves", "save_figure", "sensitivity_heatmap", "static_export_problem"]
+           "robustness_curves", "save_figure", "save_gallery", "sensitivity_heatmap",
+           "static_export_problem"]

@@ -20,7 +20,8 @@ from pathlib import Path
 import plotly.graph_objects as go
 import plotly.io as pio
 
-__all__ = ["FORMATS", "STATIC_FORMATS", "StaticExportError", "save_figure", "static_export_problem"]
+__all__ = ["FORMATS", "STATIC_FORMATS", "StaticExportError", "save_figure", "save_gallery",
+           "static_export_problem"]
 
 STATIC_FORMATS = ("png", "svg", "pdf", "jpeg", "webp")
 FORMATS = ("html",) + STATIC_FORMATS
@@ -104,3 +105,29 @@ def save_figure(fig: go.Figure, out_stem: str | Path,
         if missing:
             raise StaticExportError(f"kaleido reported success but did not write {missing}")
     return paths
+
+
+def save_gallery(figs: dict[str, go.Figure], path: str | Path, title: str = "Figures") -> Path:
+    """Write several figures into one self-contained HTML page, plotly.js inlined once
+    (~4.7 MB in all instead of per figure): for sharing a run's figures in one file.
+
+    Args:
+        figs: ``{name: figure}``, drawn in this order, each under an ``<h2>`` of its name.
+        path: The ``.html`` file to write.
+        title: The page title.
+    """
+    if not figs:
+        raise ValueError("save_gallery needs at least one figure")
+    path = Path(path)
+    if path.suffix.lower() != ".html":
+        raise ValueError(f"save_gallery writes HTML; got a path ending in {path.suffix!r}")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    parts = []
+    for i, (name, fig) in enumerate(figs.items()):
+        if not isinstance(fig, go.Figure):
+            raise TypeError(f"figure {name!r} is a {type(fig).__name__}, not a plotly Figure")
+        parts.append(f"<h2>{name}</h2>\n" + pio.to_html(fig, full_html=False,
+                                                         include_plotlyjs=(i == 0)))
+    path.write_text(f"<!DOCTYPE html>\n<html><head><meta charset=\"utf-8\"><title>{title}</title>"
+                    f"</head><body>\n<h1>{title}</h1>\n" + "\n".join(parts) + "\n</body></html>\n")
+    return path
