@@ -71,8 +71,8 @@ class GridRunner:
         self.cfg = config
         self.out = Path(out)
         self.plan = build_plan(config)
-        self._meta_lm: LoadedModel | None = None
         self._loc: Any = None
+        self._rmu_layer: int | None = None
 
     # ------------------------------------------------------------------ files
     def write_setup(self) -> None:
@@ -160,17 +160,6 @@ class GridRunner:
         return fn(cell)
 
     # ------------------------------------------------------------ helpers
-    def meta_lm(self) -> LoadedModel:
-        """The base model's name, path and metadata, without its weights."""
-        if self._meta_lm is None:
-            _, path = resolve(self.cfg.model)
-            meta: dict = {}
-            if path is not None and (Path(path) / META_FILE).is_file():
-                meta = json.loads((Path(path) / META_FILE).read_text())
-            self._meta_lm = LoadedModel(None, None, self.cfg.model,  # type: ignore[arg-type]
-                                        Path(path).resolve() if path else None, meta)
-        return self._meta_lm
-
     def localization(self) -> Any:
         from ..localize import LocalizationResult
         if self._loc is None:
@@ -180,13 +169,25 @@ class GridRunner:
             self._loc = LocalizationResult.load(d)
         return self._loc
 
+    def meta_lm(self) -> LoadedModel:
+        """The base model's name, path and metadata, without its weights."""
+        _, path = resolve(self.cfg.model)
+        meta: dict = {}
+        if path is not None and (Path(path) / META_FILE).is_file():
+            meta = json.loads((Path(path) / META_FILE).read_text())
+        return LoadedModel(None, None, self.cfg.model,  # type: ignore[arg-type]
+                           Path(path).resolve() if path else None, meta)
+
     def rmu_layer(self) -> int:
-        """ALMPU's RMU layer ℓ under this run's preset and overrides."""
-        from ..unlearn.trainer import UnlearnConfig, resolve_config
-        over = self.cfg.unlearn_overrides("almpu")
-        resolved, _ = resolve_config(UnlearnConfig.from_dict({**over, "method": "almpu"}),
-                                     self.meta_lm())
-        return int(resolved.params["layer"])
+        """ALMPU's RMU layer ℓ under this run's preset and overrides (read from the
+        model's metadata and config; its weights are not loaded)."""
+        from ..unlearn.config import UnlearnConfig, resolve_config
+        if self._rmu_layer is None:
+            over = self.cfg.unlearn_overrides("almpu")
+            resolved, _ = resolve_config(UnlearnConfig.from_dict({**over, "method": "almpu"}),
+                                         self.meta_lm())
+            self._rmu_layer = int(resolved.params["layer"])
+        return self._rmu_layer
 
     def heads(self, model_id: str, seed: int) -> list[tuple[int, int]] | None:
         """The heads an unlearned model perturbs (``None``: the method's default)."""
@@ -248,7 +249,8 @@ class GridRunner:
         return rows
 
     def _unlearn(self, cell: Cell) -> list[dict[str, Any]]:
-        from ..unlearn.trainer import RESULT_FILE, UnlearnConfig, unlearn
+        from ..unlearn import unlearn
+        from ..unlearn.config import RESULT_FILE, UnlearnConfig
         cfg, seed, method = self.cfg, int(cell.seed), model_method(cell.model)
         heads = self.heads(cell.model, seed)
         final = self.checkpoint(cell.model, seed)

@@ -157,7 +157,7 @@ def build_tables(run_dir: str | Path) -> dict[str, pd.DataFrame]:
     return {k: v for k, v in out.items() if not v.empty}
 
 
-def _wide(t: pd.DataFrame, digits: int) -> tuple[list[str], list[list[str]], list[str]]:
+def _wide(t: pd.DataFrame, name: str) -> tuple[list[str], list[list[str]], list[str]]:
     """Header, formatted body and row labels of a long table."""
     cols = list(dict.fromkeys(t["column"]))
     rows = list(dict.fromkeys(t["row"]))
@@ -165,6 +165,7 @@ def _wide(t: pd.DataFrame, digits: int) -> tuple[list[str], list[list[str]], lis
     for r in rows:
         line = []
         for c in cols:
+            digits = _digits(name, c)
             g = t[(t["row"] == r) & (t["column"] == c)]
             if g.empty or pd.isna(g["mean"].iloc[0]):
                 line.append("–")
@@ -200,13 +201,18 @@ def _extra(t: pd.DataFrame) -> tuple[str | None, dict[str, str]]:
     return "K", {str(r): str(k) for r, k in zip(t["row"], t["K"])}
 
 
-def _digits(name: str) -> int:
+def _digits(name: str, column: object) -> int:
+    """Decimals shown: UE 1, accuracy / recovery 3, counts 0, seconds 1."""
+    if column in ("steps", "cells"):
+        return 0
+    if name == "timings" or column == "seconds":
+        return 1
     return 3 if name in ("table1_recovery", "unlearning") else 1
 
 
 def to_markdown(t: pd.DataFrame, name: str) -> str:
     """A Markdown table (``N = n`` columns for attack tables; best per column bold)."""
-    header, body, rows = _wide(t, _digits(name))
+    header, body, rows = _wide(t, name)
     bold = _best(t, header, rows) if name.startswith(("table1_f", "table2", "table3", "table4")) else set()
     extra_name, extra = _extra(t)
     attack = name.startswith("table")
@@ -230,7 +236,7 @@ def _tex(s: str) -> str:
 
 def to_latex(t: pd.DataFrame, name: str) -> str:
     """A booktabs ``table`` environment (best per column in bold)."""
-    header, body, rows = _wide(t, _digits(name))
+    header, body, rows = _wide(t, name)
     bold = _best(t, header, rows) if name.startswith(("table1_f", "table2", "table3", "table4")) else set()
     extra_name, extra = _extra(t)
     attack = name.startswith("table")
