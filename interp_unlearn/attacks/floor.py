@@ -200,7 +200,14 @@ def _read_results(path: Path) -> list[dict]:
 
 def _append(path: Path, rows: list[dict]) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
+    cut = False
+    if path.is_file() and path.stat().st_size:
+        with path.open("rb") as f:
+            f.seek(-1, os.SEEK_END)
+            cut = f.read(1) != b"\n"  # a write cut by a kill: end that line first
     with path.open("a") as f:
+        if cut:
+            f.write("\n")
         f.write("".join(json.dumps(r, default=str) + "\n" for r in rows))
         f.flush()
         os.fsync(f.fileno())
