@@ -24,7 +24,7 @@ from typing import Any
 from torch import Tensor, nn
 
 from .registry import UnlearnMethod, register
-from .trainer import Batch, MethodContext, lm_loss
+from .trainer import Batch, lm_loss
 
 __all__ = ["GA", "GAParams", "select_parameters"]
 

@@ -23,7 +23,6 @@ import importlib
 from dataclasses import dataclass, fields
 from typing import TYPE_CHECKING, Any, ClassVar
 
-import torch
 from torch import Tensor, nn
 
 if TYPE_CHECKING:  # pragma: no cover
