@@ -91,17 +91,10 @@ def parse_seeds(seeds: Any) -> list[int]:
 
 def parse_overrides(items: Any) -> dict[str, Any]:
     """``["seeds=2", "table1_sizes=[0,5]"]`` -> ``{"seeds": 2, "table1_sizes": [0, 5]}``
-    (values parsed as JSON when they are JSON, else kept as strings)."""
-    out: dict[str, Any] = {}
-    for item in items or ():
-        if "=" not in item:
-            raise ValueError(f"--set expects FIELD=VALUE, got {item!r}")
-        k, v = item.split("=", 1)
-        try:
-            out[k.strip()] = json.loads(v)
-        except json.JSONDecodeError:
-            out[k.strip()] = v
-    return out
+    (the same ``--set`` parsing as ``interp-unlearn unlearn``)."""
+    from ..unlearn.command import parse_set
+
+    return parse_set(items)
 
 
 def default_out(model: str, quick: bool) -> Path:

@@ -46,7 +46,9 @@ def add_unlearn_arguments(p: argparse.ArgumentParser) -> argparse.ArgumentParser
     return p
 
 
-def _parse_set(items: Sequence[str]) -> dict[str, Any]:
+def parse_set(items: Sequence[str] | None) -> dict[str, Any]:
+    """``--set KEY=VALUE`` items -> dict; values parsed as JSON when they are JSON, else
+    kept as strings (``["layer=2", "mode=fast"]`` -> ``{"layer": 2, "mode": "fast"}``)."""
     out = {}
     for item in items or ():
         if "=" not in item:
@@ -69,7 +71,7 @@ def run_unlearn(args: Any) -> int:
         method=g("method"), preset=g("preset"), max_num_batches=g("steps"),
         batch_size=g("batch_size"), lr=g("lr"), seq_len=g("seq_len"), seed=g("seed"),
         eval_every=g("eval_every", 0) or 0, forget_corpus=g("forget_corpus"),
-        retain_corpus=g("retain_corpus"), params=_parse_set(g("set", [])),
+        retain_corpus=g("retain_corpus"), params=parse_set(g("set", [])),
         threads=g("threads", 0) or 0,
         progress=not (g("no_progress", False) or json_out))
     lm = load_model(g("model", "organism"), device=g("device", "cpu"), dtype=g("dtype"))
