@@ -180,11 +180,10 @@ def _cmd_figures(args) -> int:
 def _cmd_attack(args) -> int:
     from .attacks.floor import run_attack
 
-    seeds = int(args.seeds) if args.seeds.isdigit() else args.seeds
     kw = {"pool": args.pool}
     if args.kind == "finetune":
         kw["config"] = args.config
-    df = run_attack(args.model, args.kind, data=args.data, samples=args.samples, seeds=seeds,
+    df = run_attack(args.model, args.kind, data=args.data, samples=args.samples, seeds=args.seeds,
                     out=args.out, floor=not args.no_floor, **kw)
     print(df.to_json(orient="records") if args.json else df.to_string(index=False))
     return 0

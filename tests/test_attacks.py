@@ -310,10 +310,10 @@ def test_floor_rows_recovery_and_resume(degraded, tmp_path, monkeypatch):
 def test_append_after_a_cut_line_keeps_the_new_rows(tmp_path):
     """A kill mid-write leaves a line without its newline; the next append must not merge
     into it (the cut row is dropped by the reader, the new one survives)."""
-    from interp_unlearn.attacks.floor import _append, _read_results
+    from interp_unlearn.attacks.floor import _append, read_results
     path = tmp_path / "results.jsonl"
     _append(path, [{"a": 1}])
     with path.open("a") as f:
         f.write('{"a": 2, "cut')
     _append(path, [{"a": 3}])
-    assert [r["a"] for r in _read_results(path)] == [1, 3]
+    assert [r["a"] for r in read_results(path)] == [1, 3]

@@ -60,7 +60,7 @@ from .orthogonalize import orthogonalize_attack
 from .quantize import quantize_attack
 
 __all__ = ["ATTACKS", "RESULTS_FILE", "ROLES", "SAMPLE_FREE", "add_recovery", "parse_list",
-           "run_attack", "run_floor", "summarize", "t_interval"]
+           "parse_seeds", "read_results", "run_attack", "run_floor", "summarize", "t_interval"]
 
 ATTACKS: dict[str, Callable[..., Any]] = {
     "finetune": finetune_attack,
@@ -145,17 +145,22 @@ def parse_list(value: Any, cast: Callable[[str], Any] = int) -> list[Any]:
     return [value]
 
 
-def _seeds(seeds: Any) -> list[int]:
-    """An int ``k`` means seeds ``0..k-1``; a list / ``"0,1,2"`` is taken as is."""
+def parse_seeds(seeds: Any) -> list[int]:
+    """An int ``k`` (or the string ``"k"``) means seeds ``0..k-1``; ``"0,3"`` or a list is
+    taken as is; repeats are an error."""
     if isinstance(seeds, bool):
-        raise TypeError("seeds must be an int count or a list of ints")
+        raise TypeError("seeds must be an int count or a list of ints, not a bool")
     if isinstance(seeds, int):
         if seeds < 1:
             raise ValueError(f"seeds must be >= 1, got {seeds}")
         return list(range(seeds))
+    if isinstance(seeds, str) and seeds.strip().isdigit():
+        return parse_seeds(int(seeds.strip()))
     out = [int(s) for s in parse_list(seeds)]
     if not out:
         raise ValueError("no seeds given")
+    if len(set(out)) != len(out):
+        raise ValueError(f"seeds repeat: {out}")
     return out
 
 
@@ -182,8 +187,11 @@ def _cell_key(**parts: Any) -> str:
     return hashlib.sha1(s.encode()).hexdigest()[:16]
 
 
-def _read_results(path: Path) -> list[dict]:
-    rows = []
+def read_results(path: str | os.PathLike) -> list[dict]:
+    """Every complete JSON object line of ``path`` (missing file: ``[]``; lines cut by an
+    interruption are skipped)."""
+    path = Path(path)
+    rows: list[dict] = []
     if not path.is_file():
         return rows
     with path.open() as f:
@@ -192,9 +200,11 @@ def _read_results(path: Path) -> list[dict]:
             if not line:
                 continue
             try:
-                rows.append(json.loads(line))
+                row = json.loads(line)
             except json.JSONDecodeError:  # a line cut by an interruption
                 continue
+            if isinstance(row, dict):
+                rows.append(row)
     return rows
 
 
@@ -253,7 +263,7 @@ def run_floor(target: ModelSpec, attack: str = "finetune", *, data: str = "forge
     samples_l = sorted({int(n) for n in parse_list(samples)})
     if not samples_l or min(samples_l) < 0:
         raise ValueError(f"samples must be non-negative ints, got {samples!r}")
-    seeds_l = _seeds(seeds)
+    seeds_l = parse_seeds(seeds)
     if attack in SAMPLE_FREE:
         samples_l, seeds_l = [0], seeds_l[:1]
     if variants is None:
@@ -295,7 +305,7 @@ def run_floor(target: ModelSpec, attack: str = "finetune", *, data: str = "forge
     role_method = {"target": method_label, "twin": "never-learned", "original": "original"}
 
     results_path = Path(out) / RESULTS_FILE if out is not None else None
-    previous = _read_results(results_path) if results_path is not None else []
+    previous = read_results(results_path) if results_path is not None else []
     done: dict[str, list[dict]] = {}
     for r in previous:
         done.setdefault(r.get("cell", ""), []).append(r)

@@ -37,6 +37,8 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from ..attacks.floor import parse_seeds
+
 __all__ = ["ABLATION_SIZES", "CONFIG_FILE", "EXECUTION_FIELDS", "HEAD_VARIANTS",
            "LOCATION_VARIANTS", "METHODS", "ReproduceConfig", "TABLE1_SIZES", "TABLE2_METHODS",
            "TABLE2_SIZES", "default_out", "parse_overrides", "parse_seeds"]
@@ -66,27 +68,6 @@ _QUICK = {
     "head_variants": ["adaptive", "random-50%", "all-heads"],
     "location_variants": ["adaptive", "early", "late"],
 }
-
-
-def parse_seeds(seeds: Any) -> list[int]:
-    """An int ``k`` means seeds ``0..k-1``; ``"0,3"`` or a list is taken as is."""
-    if isinstance(seeds, bool):
-        raise TypeError("seeds must be an int count or a list of ints, not a bool")
-    if isinstance(seeds, int):
-        if seeds < 1:
-            raise ValueError(f"seeds must be >= 1, got {seeds}")
-        return list(range(seeds))
-    if isinstance(seeds, str):
-        s = seeds.strip()
-        if s.isdigit():
-            return parse_seeds(int(s))
-        seeds = [x for x in s.split(",") if x.strip()]
-    out = [int(s) for s in seeds]
-    if not out:
-        raise ValueError("no seeds given")
-    if len(set(out)) != len(out):
-        raise ValueError(f"seeds repeat: {out}")
-    return out
 
 
 def parse_overrides(items: Any) -> dict[str, Any]:

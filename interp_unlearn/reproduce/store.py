@@ -27,32 +27,14 @@ from typing import Any
 
 import pandas as pd
 
+from ..attacks.floor import read_results
+
 __all__ = ["DONE_METRIC", "PLAN_FILE", "RESULTS_FILE", "ResultsStore", "load_results",
-           "read_rows"]
+           "read_results"]
 
 RESULTS_FILE = "results.jsonl"
 PLAN_FILE = "plan.json"
 DONE_METRIC = "_cell_done"
-
-
-def read_rows(path: str | Path) -> list[dict[str, Any]]:
-    """Every complete JSON line of ``path`` (missing file: ``[]``; cut lines skipped)."""
-    path = Path(path)
-    if not path.is_file():
-        return []
-    rows = []
-    with path.open() as f:
-        for line in f:
-            line = line.strip()
-            if not line:
-                continue
-            try:
-                row = json.loads(line)
-            except json.JSONDecodeError:  # the tail of a write cut by a kill
-                continue
-            if isinstance(row, dict):
-                rows.append(row)
-    return rows
 
 
 def _finished(rows: list[dict[str, Any]]) -> dict[str, tuple[list[dict], dict]]:
@@ -86,7 +68,7 @@ class ResultsStore:
 
     def finished(self) -> dict[str, tuple[list[dict], dict]]:
         """``{cell key: (rows, done marker)}`` of every finished cell."""
-        return _finished(read_rows(self.path))
+        return _finished(read_results(self.path))
 
     def write_cell(self, cell: str, rows: list[dict[str, Any]], *, seconds: float,
                    cpu_seconds: float | None = None, **common: Any) -> None:
@@ -161,7 +143,7 @@ def load_results(run_dir: str | Path, *, plan_only: bool = True,
     if not path.is_file():
         raise FileNotFoundError(f"{path} not found: not a reproduce run directory, or "
                                 "nothing finished yet")
-    done = _finished(read_rows(path))
+    done = _finished(read_results(path))
     keep = None
     if plan_only and (run_dir / PLAN_FILE).is_file():
         keep = {c["key"] for c in json.loads((run_dir / PLAN_FILE).read_text())["cells"]}
