@@ -122,7 +122,11 @@ def build_parser() -> argparse.ArgumentParser:
                     help="any ReproduceConfig field, e.g. --set table1_sizes=[0,5,10]")
     rp.add_argument("--resume", action="store_true",
                     help="rerun with the configuration saved in --out")
-    rp.add_argument("--threads", type=int, default=0, help="torch threads (0: leave)")
+    rp.add_argument("--threads", type=int, default=0,
+                    help="torch threads per process (0: torch's default; 1 with --workers > 1)")
+    rp.add_argument("--workers", type=int, default=None,
+                    help="processes running grid cells side by side (default 0: one per CPU "
+                         "core on the CPU, 1 on a GPU)")
     rp.add_argument("--formats", default=None, help="figure formats (default html,png,svg,pdf)")
     rp.add_argument("--no-figures", action="store_true")
     rp.add_argument("--dry-run", action="store_true", help="write the config and plan only")
@@ -142,6 +146,7 @@ def _cmd_reproduce(args) -> int:
 
     over = parse_overrides(args.set)
     for key, value in (("seeds", args.seeds), ("threads", args.threads or None),
+                       ("workers", args.workers),
                        ("methods", args.methods.split(",") if args.methods else None),
                        ("formats", args.formats.split(",") if args.formats else None)):
         if value is not None:

@@ -1,9 +1,10 @@
 """``interp-unlearn reproduce`` on the micro organism with a tiny grid: resumability after
-SIGKILL, ``figures --run``, tables equal to the store, the CLI.
+SIGKILL, worker processes, ``figures --run``, tables equal to the store, the CLI.
 
-One uninterrupted tiny run (module fixture) is the reference; a second run of the same
-configuration is killed in a subprocess while an unlearning cell is in flight, resumed,
-and must end with identical tables and stored values.
+One uninterrupted, sequential tiny run (module fixture) is the reference; the same
+configuration run with two worker processes, and run with two workers but killed in a
+subprocess while an unlearning cell is in flight and then resumed, must end with
+identical tables and stored values.
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ from interp_unlearn.plotting import static_export_problem
 from interp_unlearn.reproduce import (CONFIG_FILE, GridRunner, ReproduceConfig, ResultsStore,
                                       build_plan, build_tables, load_results, run_reproduce)
 from interp_unlearn.reproduce.figures import FIGURES
+from interp_unlearn.reproduce.parallel import dependencies
 from interp_unlearn.reproduce.store import DONE_METRIC, PLAN_FILE, RESULTS_FILE
 from interp_unlearn.reproduce.tables import TABLES, to_markdown
 
@@ -35,7 +37,7 @@ TINY = dict(model="organism-micro", seeds=[0], methods=["rmu", "almpu"],
             ablation_sizes=[0, 3], head_variants=["adaptive", "random-50%"],
             location_variants=["adaptive", "early"], unlearn={"*": {"max_num_batches": 2}},
             localize={"steps": 2}, attack_overrides={"epochs": 1, "lora_rank": 8},
-            threads=1, progress=False, formats=["html", "png"])
+            threads=1, workers=1, progress=False, formats=["html", "png"])
 CORE_TABLES = ("table1_finetune_forget", "table2_finetune_unrelated", "table3_head_selection",
                "table4_location", "table1_recovery", "unlearning")
 
@@ -110,12 +112,63 @@ def test_reference_run_covers_the_plan(reference_run):
     assert not list((out / "checkpoints").glob(".tmp-*"))
 
 
+def _marked_processes(mark: str) -> list[int]:
+    """PIDs of live processes whose environment carries ``mark`` (Linux /proc)."""
+    pids = []
+    for d in Path("/proc").iterdir():
+        if d.name.isdigit():
+            try:
+                if mark.encode() in (d / "environ").read_bytes():
+                    status = (d / "status").read_text()
+                    if "\nState:\tZ" not in status:  # zombies hold no resources
+                        pids.append(int(d.name))
+            except OSError:
+                continue
+    return pids
+
+
+def test_dependencies_come_first_in_the_plan():
+    plan = build_plan(ReproduceConfig.from_dict(TINY))
+    deps = dependencies(plan)
+    pos = {c.key: i for i, c in enumerate(plan)}
+    by_key = {c.key: c for c in plan}
+    for c in plan:
+        assert all(pos[d] < pos[c.key] for d in deps[c.key]), c.label
+        kinds = sorted(by_key[d].kind for d in deps[c.key])
+        if c.kind == "attack":
+            assert kinds == ["reference", "unlearn"], c.label
+            assert {by_key[d].N for d in deps[c.key] if by_key[d].kind == "reference"} == {c.N}
+        elif c.kind == "unlearn":
+            assert kinds == (["localize"] if c.model.startswith("almpu") else []), c.label
+        elif c.kind == "lens":
+            assert kinds == ([] if c.model in ("original", "twin") else ["unlearn"]), c.label
+
+
+def test_two_workers_give_the_same_results(reference_run, tmp_path):
+    ref, _ = reference_run
+    out = tmp_path / "workers"
+    cfg = ReproduceConfig.from_dict({**TINY, "workers": 2, "figures": False})
+    assert cfg.config_hash() == ReproduceConfig.from_dict(TINY).config_hash()
+    summary = run_reproduce(cfg, out)
+    assert summary["ran"] == len(build_plan(cfg)) and _finished_cells(out) == summary["ran"]
+    pd.testing.assert_frame_equal(_values(out), _values(ref))
+    session = json.loads((out / "manifest.json").read_text())["sessions"][-1]
+    assert session["workers"] == 2 and session["threads"] == 1
+    # an error in a worker names the cell and stops the run
+    bad = ReproduceConfig.from_dict({**TINY, "workers": 2, "figures": False,
+                                     "unlearn": {"rmu": {"params": {"layer": 99}}}})
+    with pytest.raises(Exception, match="layer") as info:
+        run_reproduce(bad, tmp_path / "bad")
+    assert any("in grid cell unlearn/rmu" in n for n in getattr(info.value, "__notes__", []))
+
+
 def test_sigkill_mid_run_then_resume_gives_the_same_results(reference_run, tmp_path):
     ref, _ = reference_run
     out = tmp_path / "killed"
-    ReproduceConfig.from_dict(TINY).save_json(out / CONFIG_FILE)
+    ReproduceConfig.from_dict({**TINY, "workers": 2}).save_json(out / CONFIG_FILE)
+    mark = f"IU_TEST_RUN_{os.getpid()}_{time.time_ns()}"
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1",
-           "OMP_NUM_THREADS": "1"}
+           "OMP_NUM_THREADS": "1", mark: "1"}
     proc = subprocess.Popen([sys.executable, "-m", "interp_unlearn.cli", "reproduce", "--out",
                              str(out), "--resume", "--no-figures", "--no-progress"],
                             env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
@@ -134,6 +187,11 @@ def test_sigkill_mid_run_then_resume_gives_the_same_results(reference_run, tmp_p
         if proc.poll() is None:
             proc.kill()
     assert proc.returncode == -signal.SIGKILL
+    # the worker processes die with the run: nothing keeps writing into its directory
+    deadline = time.time() + 20
+    while _marked_processes(mark) and time.time() < deadline:
+        time.sleep(0.1)
+    assert _marked_processes(mark) == []
     finished = _finished_cells(out)
     total = len(build_plan(ReproduceConfig.from_dict(TINY)))
     assert 4 <= finished < total
@@ -280,13 +338,14 @@ def test_cli_reproduce_dry_run_writes_config_and_plan(tmp_path, capsys):
     out = tmp_path / "run"
     assert main(["reproduce", "--model", "organism-micro", "--quick", "--out", str(out),
                  "--seeds", "2", "--methods", "rmu,almpu,npo", "--set", "table1_sizes=[0,5]",
-                 "--set", 'unlearn={"*": {"max_num_batches": 3}}', "--dry-run", "--json"]) == 0
+                 "--set", 'unlearn={"*": {"max_num_batches": 3}}', "--workers", "3",
+                 "--dry-run", "--json"]) == 0
     res = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     cfg = json.loads((out / CONFIG_FILE).read_text())
     assert cfg["model"] == "organism-micro" and cfg["quick"] is True
     assert cfg["seeds"] == [0, 1] and cfg["methods"] == ["rmu", "almpu", "npo"]
     assert cfg["table1_sizes"] == [0, 5] and cfg["attack_overrides"] == {"epochs": 1}
-    assert cfg["unlearn"] == {"*": {"max_num_batches": 3}}
+    assert cfg["unlearn"] == {"*": {"max_num_batches": 3}} and cfg["workers"] == 3
     assert cfg["config_hash"] == ReproduceConfig.load_json(out / CONFIG_FILE).config_hash()
     plan = json.loads((out / PLAN_FILE).read_text())["cells"]
     assert res["cells"] == len(plan) and res["dry_run"] is True
@@ -310,9 +369,11 @@ def test_config_errors_name_the_culprit(tmp_path):
     assert only_rmu.table2_methods == ["rmu"] and only_rmu.head_variants == []
     with pytest.raises(ValueError, match="head_variants"):
         ReproduceConfig(head_variants=["random-10%"])
+    with pytest.raises(ValueError, match="workers must be an int >= 0"):
+        ReproduceConfig(workers=-1)
     with pytest.raises(FileNotFoundError, match="no reproduce config"):
         ReproduceConfig.load_json(tmp_path / "missing.json")
     # execution fields do not change the hash; result-changing fields do
-    a = ReproduceConfig(threads=1, progress=False)
+    a = ReproduceConfig(threads=1, workers=2, progress=False)
     assert a.config_hash() == ReproduceConfig().config_hash()
     assert a.config_hash() != ReproduceConfig(table1_sizes=[0, 5]).config_hash()

@@ -382,8 +382,10 @@ def run_floor(target: ModelSpec, attack: str = "finetune", *, data: str = "forge
     df = df[front + [c for c in df.columns if c not in front]]
     if out is not None:
         d = Path(out)
-        df.to_csv(d / "results.csv", index=False)
-        summarize(df).to_csv(d / "summary.csv", index=False)
+        for name, table in (("results.csv", df), ("summary.csv", summarize(df))):
+            tmp = d / f".{name}.{os.getpid()}.tmp"  # whole files even with concurrent writers
+            table.to_csv(tmp, index=False)
+            tmp.replace(d / name)
     return df
 
 

@@ -57,7 +57,7 @@ HEAD_VARIANTS = ("adaptive", "random-25%", "random-50%", "random-75%", "all-head
 #: ``early`` / ``middle`` / ``late`` / ``all-layers``: every head of that band of layers
 #: (:func:`interp_unlearn.selection.layer_bands`).
 LOCATION_VARIANTS = ("adaptive", "early", "middle", "late", "all-layers")
-EXECUTION_FIELDS = ("threads", "device", "progress", "formats", "figures")
+EXECUTION_FIELDS = ("threads", "workers", "device", "progress", "formats", "figures")
 
 _QUICK = {
     "seeds": [0],
@@ -123,8 +123,11 @@ class ReproduceConfig:
         mcq: ``{domain: MCQ JSONL}`` for models without a synthetic world (``None``: the
             model's own pools).
         eval_batch_size: questions per forward pass.
-        threads, device, progress, formats, figures: execution only (see
-            :data:`EXECUTION_FIELDS`); ``figures=False`` skips drawing at the end.
+        threads, workers, device, progress, formats, figures: execution only (see
+            :data:`EXECUTION_FIELDS`). ``workers``: processes that run cells side by side
+            (``0``: one per CPU core on the CPU, 1 on an accelerator; see
+            :mod:`.parallel`); ``threads``: torch threads per process (``0``: torch's
+            default with one worker, 1 with several); ``figures=False`` skips drawing.
     """
 
     model: str = "organism"
@@ -152,6 +155,7 @@ class ReproduceConfig:
     mcq: dict[str, str] | None = None
     eval_batch_size: int = 32
     threads: int = 0
+    workers: int = 0
     device: str = "cpu"
     progress: bool = True
     formats: list[str] = field(default_factory=lambda: ["html", "png", "svg", "pdf"])
@@ -205,6 +209,10 @@ class ReproduceConfig:
         if bad:
             raise ValueError(f"unlearn overrides for unknown method(s) {bad}; keys are method "
                              f"names or '*'")
+        for name in ("threads", "workers"):
+            v = getattr(self, name)
+            if isinstance(v, bool) or not isinstance(v, int) or v < 0:
+                raise ValueError(f"{name} must be an int >= 0 (0: automatic), got {v!r}")
         if isinstance(self.eval_batch_size, bool) or int(self.eval_batch_size) < 1:
             raise ValueError(f"eval_batch_size must be >= 1, got {self.eval_batch_size!r}")
         for name in ("attack_domains", "lens_domains", "formats"):

@@ -15,7 +15,9 @@
                            and reused by every method);
 ``tables/``, ``figures/``  written at the end (:mod:`.tables`, :mod:`.figures`).
 
-Finished cells (found in the store) are skipped. An unlearned checkpoint is trained in
+Cells run in ``workers`` processes (:mod:`.parallel`; ``workers=0``: one per CPU core, one
+on an accelerator), each cell once its inputs exist; this process alone writes the
+store. Finished cells (found in the store) are skipped. An unlearned checkpoint is trained in
 ``checkpoints/.tmp-*`` and renamed into place only when complete, so a complete directory
 is always reused and a partial one never is. A lock file keeps two runs off one ``out``.
 """
@@ -38,6 +40,7 @@ from ..loading import LoadedModel, load_model, resolve
 from ..organism import META_FILE
 from .config import CONFIG_FILE, ReproduceConfig
 from .manifest import now_utc, update_manifest, versions
+from .parallel import auto_workers
 from .plan import REFERENCE_METHOD, Cell, build_plan, model_method
 from .store import PLAN_FILE, ResultsStore, load_results
 
@@ -125,21 +128,33 @@ class GridRunner:
         _repair_tail(self.out / FLOOR_DIR / "results.jsonl")
         done = store.finished()
         todo = [c for c in self.plan if c.key not in done]
+        workers = min(int(cfg.workers) or auto_workers(cfg.device), max(1, len(todo)))
         start = now_utc()
         t0 = time.time()
         session = {"start": start, "end": None, "cells_planned": len(self.plan),
                    "cells_skipped": len(self.plan) - len(todo), "cells_run": 0,
-                   "threads": torch.get_num_threads(), "pid": os.getpid()}
+                   "workers": workers, "pid": os.getpid(),
+                   "threads": int(cfg.threads or 1) if workers > 1 else torch.get_num_threads()}
         idx = update_manifest(self.out, config=cfg, session=session)
-        bar = tqdm(todo, desc="reproduce", disable=not cfg.progress, unit="cell")
-        for cell in bar:
-            bar.set_postfix_str(cell.label)
-            c0, p0 = time.time(), time.process_time()
-            rows = self.run_cell(cell)
-            store.write_cell(cell.key, rows, seconds=round(time.time() - c0, 3),
-                             cpu_seconds=round(time.process_time() - p0, 3), **cell.columns())
+
+        def write(cell: Any, rows: list[dict[str, Any]], seconds: float, cpu: float) -> None:
+            store.write_cell(cell.key, rows, seconds=round(seconds, 3),
+                             cpu_seconds=round(cpu, 3), **cell.columns())
             session["cells_run"] += 1
-        bar.close()
+
+        bar = tqdm(total=len(todo), desc="reproduce", disable=not cfg.progress, unit="cell")
+        try:
+            if workers > 1:
+                from .parallel import run_cells
+                run_cells(self, todo, set(done), workers, session["threads"], write, bar)
+            else:
+                for cell in todo:
+                    bar.set_postfix_str(cell.label)
+                    c0, p0 = time.time(), time.process_time()
+                    write(cell, self.run_cell(cell), time.time() - c0, time.process_time() - p0)
+                    bar.update(1)
+        finally:
+            bar.close()
         df = load_results(self.out)
         df.to_csv(self.out / "results.csv", index=False)
         outputs: dict[str, Any] = {}
@@ -266,10 +281,12 @@ class GridRunner:
                        config_path=str(final / Path(res["config_path"]).name),
                        metrics_path=str(final / Path(res["metrics_path"]).name))
             (tmp / RESULT_FILE).write_text(json.dumps(res, indent=1))
-            if final.exists():  # a complete twin of this model appeared meanwhile
-                shutil.rmtree(tmp)
-            else:
+            try:
                 tmp.rename(final)
+            except OSError:
+                if not (final / RESULT_FILE).is_file():
+                    raise
+                shutil.rmtree(tmp)  # a complete twin of this model appeared meanwhile
         res = json.loads((final / RESULT_FILE).read_text())
         common = {"method": method, "checkpoint": str(final.relative_to(self.out)),
                   "heads": json.dumps(heads), "n_heads": len(heads) if heads else 0}
