@@ -8,9 +8,8 @@ tables and figures.
     draw_figures("runs/quick"); write_tables("runs/quick")   # redraw, no recomputation
 
 :mod:`.config` (what runs), :mod:`.plan` (the cells), :mod:`.grid` (running them),
-:mod:`.parallel` (worker processes), :mod:`.store` (the append-only results), :mod:`.manifest`
-(provenance), :mod:`.tables`
-and :mod:`.figures` (outputs).
+:mod:`.parallel` (worker processes), :mod:`.store` (the append-only results),
+:mod:`.manifest` (provenance), :mod:`.tables` and :mod:`.figures` (outputs).
 """
 
 from .config import CONFIG_FILE, ReproduceConfig, parse_seeds
