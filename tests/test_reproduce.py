@@ -272,6 +272,23 @@ def test_tables_equal_the_store(reference_run):
         assert f"{r.mean:.1f}" in md
 
 
+def test_tables_do_not_depend_on_the_order_cells_finished(reference_run, tmp_path):
+    """Workers finish cells in any order: the same cells stored in reverse give the same
+    tables."""
+    ref, _ = reference_run
+    for name in (CONFIG_FILE, PLAN_FILE):
+        (tmp_path / name).write_text((ref / name).read_text())
+    blocks: dict[str, list[str]] = {}
+    for line in (ref / RESULTS_FILE).read_text().splitlines():
+        blocks.setdefault(json.loads(line)["attempt"], []).append(line)
+    (tmp_path / RESULTS_FILE).write_text(
+        "".join(line + "\n" for b in reversed(list(blocks.values())) for line in b))
+    a, b = build_tables(tmp_path), build_tables(ref)
+    assert set(a) == set(b)
+    for name in a:
+        pd.testing.assert_frame_equal(a[name], b[name], obj=name)
+
+
 def _synthetic_run(run: Path) -> pd.DataFrame:
     """A store with three seeds of Table 1 rows written by hand (no computation)."""
     cfg = ReproduceConfig.from_dict({**TINY, "seeds": [0, 1, 2], "table1_sizes": [0, 5]})

@@ -104,7 +104,7 @@ def _heads_column(df: pd.DataFrame, table_rows: dict[str, str]) -> dict[str, str
 def build_tables(run_dir: str | Path) -> dict[str, pd.DataFrame]:
     """Every table of :data:`TABLES` that the run has data for, as long DataFrames
     (Tables 3/4 also have ``K``, the number of heads each row perturbs)."""
-    from .plan import TABLE3_MODEL, TABLE4_MODEL
+    from .plan import TABLE3_MODEL, TABLE4_MODEL, build_plan
     run_dir = Path(run_dir)
     cfg = ReproduceConfig.load_json(run_dir / CONFIG_FILE)
     df = load_results(run_dir, markers=True)
@@ -131,14 +131,20 @@ def build_tables(run_dir: str | Path) -> dict[str, pd.DataFrame]:
     if not un.empty:
         un["column"] = [f"{d} {s}" if m == "accuracy" else m for d, s, m in
                         zip(un.get("domain", ""), un.get("stage", ""), un["metric"])]
-        models = list(dict.fromkeys(un["model_id"]))
+        # plan order, not store order: with several workers cells finish in any order
+        planned = [c.model for c in build_plan(cfg) if c.kind == "unlearn"]
+        models = list(dict.fromkeys([m for m in planned if m in set(un["model_id"])]
+                                    + list(un["model_id"])))
         cols = ["forget before", "forget after", "retain before", "retain after", "steps",
                 "seconds"]
         out["unlearning"] = _summarize(un, "model_id", "column", models, cols)
     if not marks.empty:
         rows = []
         cpu = marks["cpu_seconds"] if "cpu_seconds" in marks.columns else None
-        for kind, g in marks.groupby("kind", sort=False):
+        kinds = ("localize", "unlearn", "lens", "reference", "attack")
+        order = {k: i for i, k in enumerate(kinds)}
+        groups = sorted(marks.groupby("kind", sort=False), key=lambda kg: order.get(kg[0], 99))
+        for kind, g in groups:
             v = g["value"].astype(float)
             rows += [{"row": kind, "column": "cells", "mean": float(len(v))},
                      {"row": kind, "column": "total s", "mean": float(v.sum())},
