@@ -16,8 +16,8 @@
 ``tables/``, ``figures/``  written at the end (:mod:`.tables`, :mod:`.figures`).
 
 Cells run in ``workers`` processes (:mod:`.parallel`; ``workers=0``: one per CPU core, one
-on an accelerator), each cell once its inputs exist; this process alone writes the
-store. Finished cells (found in the store) are skipped. An unlearned checkpoint is trained in
+on an accelerator), each cell once its inputs exist; this process alone writes the store.
+Finished cells (found in the store) are skipped. An unlearned checkpoint is trained in
 ``checkpoints/.tmp-*`` and renamed into place only when complete, so a complete directory
 is always reused and a partial one never is. A lock file keeps two runs off one ``out``.
 """
@@ -40,7 +40,7 @@ from ..loading import LoadedModel, load_model, resolve
 from ..organism import META_FILE
 from .config import CONFIG_FILE, ReproduceConfig
 from .manifest import now_utc, update_manifest, versions
-from .parallel import auto_workers
+from .parallel import auto_workers, run_cells
 from .plan import REFERENCE_METHOD, Cell, build_plan, model_method
 from .store import PLAN_FILE, ResultsStore, load_results
 
@@ -145,7 +145,6 @@ class GridRunner:
         bar = tqdm(total=len(todo), desc="reproduce", disable=not cfg.progress, unit="cell")
         try:
             if workers > 1:
-                from .parallel import run_cells
                 run_cells(self, todo, set(done), workers, session["threads"], write, bar)
             else:
                 for cell in todo:
