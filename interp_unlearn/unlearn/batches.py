@@ -14,6 +14,7 @@ from typing import Any, Sequence
 import torch
 from torch import Tensor, nn
 
+from ..evaluate import pad_id as _pad_id
 from ..organism import META_FILE
 
 
@@ -146,14 +147,6 @@ def collate(token_lists: list[list[int]], pad_id: int, padding_side: str = "righ
             ids[r, :len(t)] = torch.tensor(t)
             mask[r, :len(t)] = 1
     return Batch(ids, mask, list(texts or []))
-
-
-def _pad_id(tokenizer: Any) -> int:
-    for attr in ("pad_token_id", "eos_token_id"):
-        v = getattr(tokenizer, attr, None)
-        if v is not None:
-            return int(v)
-    return 0
 
 
 # ------------------------------------------------------------------------------ heads
