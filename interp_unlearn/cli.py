@@ -1,7 +1,7 @@
 """Command line: a thin, testable ``main(argv)`` over the library's dataclasses.
 
     interp-unlearn evaluate --model organism --mcq forget --json
-    interp-unlearn organism train --preset small --seed 0 --out runs/organism-small
+    interp-unlearn organism train --preset small --out runs/organism-small
     interp-unlearn organism report            # the shipped organism and twin, as a table
     interp-unlearn localize --model organism --top-k 8 --out runs/loc
     interp-unlearn unlearn --method almpu --model organism --heads runs/loc/selected_heads.json --out runs/almpu
@@ -47,13 +47,15 @@ def build_parser() -> argparse.ArgumentParser:
     osub = org.add_subparsers(dest="organism_command", required=True)
     tr = osub.add_parser("train", help="generate the world and train organism + twin")
     tr.add_argument("--preset", default="small", help="micro | small")
-    tr.add_argument("--seed", type=int, default=0)
+    tr.add_argument("--seed", type=int, default=None,
+                    help="training/tokenizer seed (default: the preset's; small ships seed 1)")
     tr.add_argument("--out", type=Path, default=None,
                     help="output directory (default runs/organism-PRESET-seedS)")
     tr.add_argument("--steps", type=int, default=None, help="override the preset's steps")
     tr.add_argument("--no-twin", action="store_true", help="skip the never-learned twin")
     tr.add_argument("--twin-only", action="store_true", help="train only the twin")
-    tr.add_argument("--threads", type=int, default=0)
+    tr.add_argument("--threads", type=int, default=None,
+                    help="torch threads (default: the preset's; weights depend on it; 0: torch's default)")
     tr.add_argument("--no-progress", action="store_true")
     rep = osub.add_parser("report", help="evaluate an organism and its twin; print the table")
     rep.add_argument("--organism", default="organism",
@@ -285,11 +287,10 @@ def _cmd_organism(args) -> int:
     if args.organism_command == "train":
         from .organism import get_preset, train_organism
 
-        overrides = {"seed": args.seed, "threads": args.threads}
-        if args.steps is not None:
-            overrides["steps"] = args.steps
+        overrides = {k: v for k, v in (("seed", args.seed), ("threads", args.threads),
+                                       ("steps", args.steps)) if v is not None}
         cfg = get_preset(args.preset, **overrides)
-        out = args.out or Path("runs") / f"organism-{args.preset}-seed{args.seed}"
+        out = args.out or Path("runs") / f"organism-{args.preset}-seed{cfg.seed}"
         members = ("model",) if args.no_twin else ("twin",) if args.twin_only else ("model", "twin")
         metrics = train_organism(cfg, out, members=members,
                                  progress=not args.no_progress)

@@ -2,13 +2,15 @@
 organism learns the forget facts while its twin does not, and the CLI reports them."""
 
 import json
+from dataclasses import asdict
+from pathlib import Path
 
 import pytest
 import torch
 
 from interp_unlearn.cli import main
 from interp_unlearn.evaluate import EvalConfig, evaluate_mcq
-from interp_unlearn.loading import load_model
+from interp_unlearn.loading import builtin_path, load_model
 from interp_unlearn.organism import get_preset, train_organism
 
 
@@ -27,13 +29,34 @@ def _acc(name, domain):
 
 
 def test_shipped_small_organism_meets_targets():
-    # Measured for the shipped checkpoint: forget 0.847 (127/150), one question short of
-    # the issue's 0.85 target; retain 0.917; twin forget 0.267, twin retain 0.942.
-    # Guard the shipped numbers (a regression fails here) and keep the gap visible.
-    assert _acc("organism", "forget") >= 0.84
+    # The issue's targets. Measured for the shipped checkpoint (2026-11-30, recipe B, seed
+    # 1, 2 threads): forget 0.960 (144/150), retain 0.883 (106/120); twin forget 0.260,
+    # twin retain 0.858.
+    assert _acc("organism", "forget") >= 0.85
     assert _acc("organism", "retain") >= 0.85
     assert _acc("organism-twin", "forget") <= 0.35
     assert _acc("organism-twin", "retain") >= 0.85
+
+
+def test_shipped_config_is_the_small_preset():
+    """`organism train --preset small` (no --seed/--threads) must retrain what is shipped:
+    the preset carries the shipped seed and thread count, and the CLI keeps them."""
+    shipped = json.loads((builtin_path("organism").parent / "organism_config.json").read_text())
+    assert shipped == json.loads(json.dumps(asdict(get_preset("small"))))
+
+
+def test_cli_train_uses_preset_seed_unless_given(monkeypatch, tmp_path, capsys):
+    seen = []
+
+    def fake_train(cfg, out, members, progress):
+        seen.append((cfg.seed, cfg.threads, Path(out).name))
+        return {}
+
+    monkeypatch.setattr("interp_unlearn.organism.train_organism", fake_train)
+    assert main(["organism", "train", "--preset", "small"]) == 0
+    assert main(["organism", "train", "--preset", "small", "--seed", "3", "--threads", "1",
+                 "--out", str(tmp_path / "x")]) == 0
+    assert seen == [(1, 2, "organism-small-seed1"), (3, 1, "x")]
 
 
 def test_shipped_micro_organism_knows_more_than_twin():

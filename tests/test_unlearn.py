@@ -286,12 +286,12 @@ def test_npo_and_dpo_pieces():
     tr._restore_requires_grad()
 
 
-@pytest.mark.parametrize("method,heads", [("rmu", None), ("almpu", "0.0,0.5,3.4,4.0")])
+@pytest.mark.parametrize("method,heads", [("rmu", None), ("almpu", "0.0,0.1,0.3,0.5")])
 def test_shipped_organism_preset_meets_target(method, heads, tmp_path):
     """Issue 4's targets on the shipped organism with its automatic ``organism`` preset
-    (seed 0): forget accuracy <= 0.35 (original 0.847, chance 0.25) with retain within 5
-    points. Measured 2026-11-29: RMU 0.307 / 0.908; ALMPU with the ablation-attribution
-    top-4 heads 0.333 / 0.892."""
+    (seed 0): forget accuracy <= 0.35 (original 0.960, chance 0.25) with retain within 5
+    points. Measured 2026-11-30: RMU 0.273 / 0.875; ALMPU with the paper recipe's top-4
+    heads (all before the RMU layer, so δ acts on the θ step) 0.253 / 0.858."""
     res = unlearn("organism", method, heads=heads, out_dir=tmp_path / method, seed=0,
                   progress=False)
     assert res.after["forget"] <= 0.35, res.after

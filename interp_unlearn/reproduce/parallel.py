@@ -3,8 +3,8 @@
 On a CPU the organism's cells are small (a 3 M-parameter model, LoRA at batch 1): a cell
 on one thread takes only ~1.3× its time on two, so two single-threaded processes get more
 done than one process with two threads (``benchmarks/reproduce_workers.py``: wall-time
-ratio 0.70-0.81 on a Table 1 slice; the full 3-seed grid kept both cores busy, 52 cell-
-minutes in 26.6 minutes). :func:`run_cells` therefore hands cells to a pool of
+ratio 0.70-0.81 on a Table 1 slice; the full 3-seed grid kept both cores busy, 93.6
+cell-minutes in 47.1 minutes on the organism shipped 2026-11-30). :func:`run_cells` therefore hands cells to a pool of
 ``workers`` spawned processes, each with its own :class:`~.grid.GridRunner` and
 ``torch.set_num_threads(threads)``; the parent alone writes the results store, in the
 order cells finish.

@@ -83,11 +83,13 @@ class GA(UnlearnMethod):
     defaults = {**LIKELIHOOD_DEFAULTS, "max_num_batches": 100, "batch_size": 4, "lr": 1e-5,
                 "seq_len": 512}
     presets = {
-        # tuned on the shipped organism: lr 3e-4 x 40 steps overshoots the retain domain
-        # (-13 points), 1e-4 x 40 does nothing; 2e-4 x 60 forgets with retain -8
-        "organism": {"config": {"max_num_batches": 60, "batch_size": 8, "lr": 2e-4,
+        # tuned on the shipped organism (notes/unlearning_results.md): forgetting is
+        # abrupt (steps 60-80 at lr 2e-4); retain_weight 2 over 120 batches lets the retain
+        # term repair what the ascent breaks (seeds 0-2: forget 0.29, retain -2 points).
+        # On the first organism 3e-4 x 40 cost 13 retain points and 1e-4 x 40 did nothing.
+        "organism": {"config": {"max_num_batches": 120, "batch_size": 8, "lr": 2e-4,
                                 "seq_len": 256, "retain_corpus": "retain+retain-qa"},
-                     "params": {"retain_weight": 1.0}},
+                     "params": {"retain_weight": 2.0}},
         "organism-micro": {"config": {"max_num_batches": 40, "batch_size": 8, "lr": 3e-4,
                                       "seq_len": 128, "retain_corpus": "retain+retain-qa"},
                            "params": {"retain_weight": 2.0}},

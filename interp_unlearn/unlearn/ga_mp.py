@@ -59,11 +59,11 @@ class GAMP(UnlearnMethod):
     Params = GAMPParams
     defaults = dict(GA.defaults)
     presets = {
-        # tuned on the shipped organism (notes/unlearning_results.md): GA's preset with δ on
-        # every head costs ~12 retain points; a doubled retain term over 100 batches keeps
-        # retain within 10 points on every seed tried (forget 0.25 ± 0.06, retain 0.85)
-        "organism": {"config": {**GA.presets["organism"]["config"], "max_num_batches": 100},
-                     "params": {**GA.presets["organism"]["params"], "retain_weight": 2.0,
+        # tuned on the shipped organism (notes/unlearning_results.md): δ on every head
+        # during the ascent costs ~10 retain points with GA's preset; retain_weight 3 over
+        # 160 batches brings them back (forgetting lands at steps 80-100)
+        "organism": {"config": {**GA.presets["organism"]["config"], "max_num_batches": 160},
+                     "params": {**GA.presets["organism"]["params"], "retain_weight": 3.0,
                                 "epsilon": 2.0, "delta_lr": 5e-2}},
         "organism-micro": {"config": dict(GA.presets["organism-micro"]["config"]),
                            "params": {**GA.presets["organism-micro"]["params"],

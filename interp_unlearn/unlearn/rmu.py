@@ -79,8 +79,9 @@ __all__ = ["RMU", "RMUParams", "control_vector", "layer_inputs", "rmu_layers",
 
 ORGANISM_NOTES = """\
 organism preset (shipped 6-layer, d_model 192 organism): layer 2, c = 500, alpha = 300,
-lr 3e-3, 80 batches of 8, seq_len 256, retain corpus = retain-domain documents + retain
-practice Q/A lines. Why they differ from Zephyr's (measured on the organism, eval pool):
+lr 3e-3, 120 batches of 8, seq_len 256, retain corpus = retain-domain documents + retain
+practice Q/A lines. Why they differ from Zephyr's (measured on the first shipped organism,
+eval pool, unless said):
 * the residual stream at layer 2 has a per-token L2 norm of ~67; the control vector has to
   dominate it to misdirect: c = 100 -> forget 0.57, 200 -> 0.31-0.43, 300 -> 0.27-0.39,
   500 -> 0.28-0.39 (seeds 42/1/3; original 0.85, chance 0.25);
@@ -88,8 +89,9 @@ practice Q/A lines. Why they differ from Zephyr's (measured on the organism, eva
   3e-3 -> 0.31 (c = 200);
 * alpha: 1000 blocks forgetting (0.81), 30-300 all forget; 300 keeps retain within
   2.5 points of the original on every seed tried (100: up to -4);
-* with this preset (2026-11-29, seeds 0/1/2/42): forget 0.307/0.320/0.340/0.293, retain
-  0.908/0.908/0.900/0.917 (original 0.847/0.917), ~11 s each on one core;
+* steps: the organism shipped 2026-11-30 knows its facts better (0.960); 80 batches left
+  seed 1 at 0.420, 120 batches bring seeds 0/1/2 to 0.273/0.300/0.287, retain
+  0.875/0.858/0.842 (original 0.960/0.883); the curve is flat from 120 to 160;
 * layer: l = 1 barely forgets (0.81), l = 3 less than l = 2 (0.66 vs 0.27 at c = 300);
   l = 2 = L/3 mirrors Zephyr's 7 of 32 layers being early-middle.
 organism-micro preset (4 layers, d_model 96, the test organism): layer 2, c = 40,
@@ -128,7 +130,7 @@ RMU_DEFAULTS = {**ZEPHYR_CONFIG, "adam_eps": 1e-6, "weight_decay": 0.0,
 RMU_PRESETS = {
     "zephyr": {"config": dict(ZEPHYR_CONFIG),
                "params": {"layer": 7, "steering_coeff": 6.5, "alpha": 1200.0}},
-    "organism": {"config": {"max_num_batches": 80, "batch_size": 8, "lr": 3e-3,
+    "organism": {"config": {"max_num_batches": 120, "batch_size": 8, "lr": 3e-3,
                             "seq_len": 256, "retain_corpus": "retain+retain-qa"},
                  "params": {"layer": 2, "steering_coeff": 500.0, "alpha": 300.0}},
     # the 4-layer test organism (picked automatically for organism-micro)
