@@ -331,7 +331,7 @@ def run_attribution(model_name: str, top_k: int | None, out_dir: str | Path,
     result.save(out)
     label = "d_forget − d_retain" if config.score == "contrast" else "d_forget"
     fig = sensitivity_heatmap(result.scores, result.selected,
-                              title=f"{model_name}: ablation attribution ({label}) / max "
+                              title=f"{model_name}: ablation attribution ({label}) "
                                     f"(top-{len(result.selected)} starred)")
     paths = save_figure(fig, out / "head_attribution", formats)
     result.meta["figures"] = {k: str(v) for k, v in paths.items()}

@@ -3,7 +3,7 @@
     interp-unlearn evaluate --model organism --mcq forget --json
     interp-unlearn organism train --preset small --out runs/organism-small
     interp-unlearn organism report            # the shipped organism and twin, as a table
-    interp-unlearn localize --model organism --top-k 8 --out runs/loc
+    interp-unlearn localize --model organism --seeds 3 --out runs/loc
     interp-unlearn unlearn --method almpu --model organism --heads runs/loc/selected_heads.json --out runs/almpu
 """
 
@@ -12,7 +12,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from dataclasses import asdict, replace
+from dataclasses import asdict
 from pathlib import Path
 
 DOMAIN_NAMES = ("forget", "retain")
@@ -63,8 +63,25 @@ def build_parser() -> argparse.ArgumentParser:
     rep.add_argument("--json", action="store_true")
     loc = sub.add_parser("localize", help="ALMPU phase 1: learn per-head scales, rank heads")
     _add_model_args(loc)
-    loc.add_argument("--top-k", type=int, default=8, help="heads to select (adaptive top-K)")
+    loc.add_argument("--top-k", type=int, default=None,
+                     help="heads to select, 1..n_layers*n_heads (default: the model family's; "
+                          "4 for the shipped organism)")
     loc.add_argument("--out", type=Path, required=True)
+    loc.add_argument("--objective", choices=("auto", "corpus-ce", "answer-ce", "paraphrase-ce"),
+                     default=None,
+                     help="phase-1 CE: corpus-ce (the paper: every token of the forget "
+                          "documents), answer-ce (LoFiT: answer tokens of Q/A lines), "
+                          "paraphrase-ce (answer tokens of Q/A phrasings the organism never "
+                          "saw); auto (default): answer-ce for organisms, corpus-ce for "
+                          "--forget-corpus. The organism preset's λ is 1e-4 (measured for "
+                          "answer-ce); add --l1 1e-3 for the paper's corpus-ce setting")
+    loc.add_argument("--qa-pools", default=None,
+                     help="answer-ce/paraphrase-ce: forget Q/A pools, practice and/or attack "
+                          "(default practice; never eval)")
+    loc.add_argument("--seeds", default=None,
+                     help="run phase 1 per seed: a count (3 = seeds 0,1,2) or a list 0,1,2; "
+                          "writes seed{s}/, the mean-score top-K and stability.json")
+    loc.add_argument("--epochs", type=int, default=None)
     loc.add_argument("--steps", type=int, default=None)
     loc.add_argument("--batch-size", type=int, default=None)
     loc.add_argument("--lr", type=float, default=None)
@@ -210,7 +227,9 @@ def _cmd_localize(args) -> int:
     if args.score == "ablation":
         from .attribution import AttributionConfig, run_attribution
 
-        res = run_attribution(args.model, args.top_k, args.out,
+        from .presets import detect_family
+        k = args.top_k if args.top_k is not None else detect_family(args.model).localize.get("top_k")
+        res = run_attribution(args.model, k, args.out,
                               AttributionConfig(seed=args.seed or 0), device=args.device,
                               formats=tuple(f for f in args.formats.split(",") if f),
                               progress=not args.no_progress)
@@ -219,23 +238,32 @@ def _cmd_localize(args) -> int:
         print(json.dumps(out) if args.json else
               f"selected heads (layer, head): {out['selected_heads']}\nwritten to {args.out}")
         return 0
-    overrides = {k: v for k, v in {"steps": args.steps, "batch_size": args.batch_size,
-                                   "lr": args.lr, "l1_lambda": args.l1, "sigma_A": args.sigma,
-                                   "seed": args.seed}.items() if v is not None}
-    cfg = replace(LocalizeConfig(), **overrides)
+    if args.seed is not None and args.seeds is not None:
+        raise ValueError("give --seed (one run) or --seeds (several), not both")
+    qa_pools = (None if args.qa_pools is None
+                else tuple(p.strip() for p in args.qa_pools.split(",") if p.strip()))
+    overrides = {k: v for k, v in {"epochs": args.epochs, "steps": args.steps,
+                                   "batch_size": args.batch_size, "lr": args.lr,
+                                   "l1_lambda": args.l1, "sigma_A": args.sigma,
+                                   "seed": args.seed, "objective": args.objective,
+                                   "qa_pools": qa_pools}.items() if v is not None}
+    LocalizeConfig(**overrides, seeds=args.seeds, top_k=args.top_k)  # fail before loading
     texts = None
     if args.forget_corpus is not None:
         from .data import load_corpus
         texts = load_corpus(args.forget_corpus, limit=args.max_texts)
-    res = run_localize(args.model, args.top_k, args.out, cfg, device=args.device,
+    res = run_localize(args.model, args.top_k, args.out, None, device=args.device,
                        formats=tuple(f for f in args.formats.split(",") if f),
                        progress=not args.no_progress, backend=args.backend,
-                       texts=texts, dtype=args.dtype)
-    top = res.scores.sort_values("rank").head(args.top_k)
-    out = {"out": str(args.out), "selected_heads": [[int(r.layer), int(r.head)]
-                                                     for r in top.itertuples()]}
+                       texts=texts, dtype=args.dtype, seeds=args.seeds, overrides=overrides)
+    stab = res.meta.get("stability", {})
+    out = {"out": str(args.out), "selected_heads": [list(h) for h in res.selected],
+           "objective": res.config.objective, "seeds": stab.get("seeds"),
+           "spearman_mean": stab.get("spearman", {}).get("mean"),
+           "jaccard_top_k_mean": stab.get("jaccard_top_k", {}).get("mean")}
     print(json.dumps(out) if args.json else
-          f"selected heads (layer, head): {out['selected_heads']}\nwritten to {args.out}")
+          f"selected heads (layer, head): {out['selected_heads']} ({out['objective']}, "
+          f"seeds {out['seeds']})\nwritten to {args.out}")
     return 0
 
 

@@ -26,9 +26,27 @@ For every other family the values are Zephyr's with the layer scaled by depth an
 ℓ, which differs between families (the WMDP authors used c = 300, α = 350 for Yi-34B), so
 check the forget/retain accuracies and tune ``c``/``α`` (``--set steering_coeff=...``).
 
-Localization defaults: LoFiT's (:class:`~interp_unlearn.localize.LocalizeConfig`); K is
-LoFiT's default 10 % of the heads for the organisms and, for 7B-class real models, the
-~3 % LoFiT's scripts use (32 of Llama-2-7B's 1,024 heads): ``K = max(1, round(K% * heads))``.
+Localization defaults: LoFiT's (:class:`~interp_unlearn.localize.LocalizeConfig`). K:
+
+* the shipped organism (6 x 6 heads): **K = 4** -- the one K of the README, the reproduce
+  grid, the notebooks and the E5 causal check (``notes/e5_phase1_signal.md``); LoFiT's
+  10 % would give 3;
+* the micro test organism: LoFiT's default 10 % of the heads (1 of 16);
+* 7B-class real models: the ~3 % LoFiT's scripts use (32 of Llama-2-7B's 1,024 heads),
+  ``K = max(1, round(K% * heads))``.
+
+The phase-1 objective is ``auto`` everywhere (``LocalizeConfig.objective``): organisms,
+which carry a synthetic world, get :data:`~interp_unlearn.localize.ORGANISM_OBJECTIVE`
+(``answer-ce``: LoFiT's CE on the answer tokens of the practice pool's forget Q/A), real
+models given a forget corpus the paper's ``corpus-ce``. The shipped organism also gets
+**lambda = 1e-4** instead of LoFiT's 1e-3: on its memorised Q/A (answer CE 0.005 nats)
+lambda = 1e-3 keeps most heads at Adam's dither scale (seed-to-seed Spearman 0.82, top-4
+Jaccard 0.42), lambda = 1e-4 lifts the top scores ~2,600x above it (Spearman 0.98, Jaccard
+0.73; seeds 0-2, ``notes/e5_phase1_signal.md``). Selection used only the practice pool;
+the eval pool scored the causal check alone. The lambda goes with ``answer-ce``: overriding
+the objective to the paper's ``corpus-ce`` keeps it, so pass ``l1_lambda=1e-3`` for the
+paper's setting (at 1e-4 ``corpus-ce`` is reproducible but its heads are not causal). The
+micro organism keeps LoFiT's lambda (not measured there).
 
     fam = detect_family(lm)                     # a LoadedModel, HF model/config, name or path
     preset, params = method_preset("rmu", lm)   # ("zephyr", {"layer": 5}) for a 24-layer Qwen2
@@ -52,6 +70,8 @@ import pandas as pd
 __all__ = [
     "FALLBACK",
     "FAMILIES",
+    "ORGANISM_L1_LAMBDA",
+    "ORGANISM_TOP_K",
     "Family",
     "ModelInfo",
     "UnknownFamilyWarning",
@@ -66,6 +86,8 @@ __all__ = [
 META_FILE = "interp_unlearn.json"  # == interp_unlearn.organism.META_FILE
 ZEPHYR_LAYER, ZEPHYR_DEPTH = 7, 32  # RMU's layer for Zephyr-7B and its number of layers
 LOFIT_SCRIPT_FRACTION = 32 / 1024   # LoFiT's scripts: 32 of Llama-2-7B's 1,024 heads
+ORGANISM_TOP_K = 4                  # the shipped organism's K (module docstring)
+ORGANISM_L1_LAMBDA = 1e-4           # its phase-1 L1 coefficient (module docstring)
 
 
 class UnknownFamilyWarning(UserWarning):
@@ -110,6 +132,7 @@ FAMILIES: tuple[Family, ...] = (
                  "ORGANISM_NOTES); detected by interp_unlearn.json (kind organism, preset "
                  "micro)"),
     Family("organism", presets=("organism-{preset}", "organism"), validated=True,
+           localize={"top_k": ORGANISM_TOP_K, "l1_lambda": ORGANISM_L1_LAMBDA},
            notes="the shipped organism; presets tuned on it (unlearn/rmu.py ORGANISM_NOTES); "
                  "detected by interp_unlearn.json (kind organism)"),
     Family("zephyr", model_types=("mistral",), name_hints=("zephyr",), presets=("zephyr",),
@@ -331,7 +354,8 @@ def preset_table(n_layers: int | None = None, methods: tuple[str, ...] = ("rmu",
                 "steering_coeff": params.get("steering_coeff"), "alpha": params.get("alpha"),
                 "lr": config.get("lr"), "max_num_batches": config.get("max_num_batches"),
                 "batch_size": config.get("batch_size"),
-                "top_k": ("10% (LoFiT)" if fam.top_k_fraction is None
+                "top_k": (fam.localize["top_k"] if "top_k" in fam.localize
+                          else "10% (LoFiT)" if fam.top_k_fraction is None
                           else f"{fam.top_k_fraction:.2%} of heads"),
                 "validated": fam.validated, "notes": fam.notes})
     return pd.DataFrame(rows)

@@ -3,8 +3,8 @@
 The degraded model is made here with a few steps of gradient ascent on the forget corpus
 (the scored practice pool's own documents) and saved as a checkpoint whose
 ``interp_unlearn.json`` records the micro organism as its source, like an unlearning run.
-Some fine-tuning tests raise the learning rate above the ``lora`` preset's 2e-4 so the
-effect shows within a test's budget (the preset itself is checked separately).
+Some fine-tuning tests set the learning rate explicitly so the effect shows within a
+test's budget (the presets and the per-family default are checked separately).
 """
 
 import json
@@ -93,10 +93,15 @@ def test_attack_data_pools_and_sampling(micro):
     assert sample_texts(attack, 5, seed=3) != sample_texts(attack, 5, seed=4)
     assert len(set(sample_texts(attack, len(attack), 0))) == len(attack)
     assert sample_texts(attack, 0, 0) == []
+    with pytest.raises(ValueError, match=rf"N must be in 0..{len(attack)} unless repetition"):
+        sample_texts(attack, len(attack) + 3, 0)
     with pytest.warns(RuntimeWarning, match="repeated"):
-        assert len(sample_texts(attack, len(attack) + 3, 0)) == len(attack) + 3
+        rep = sample_texts(attack, len(attack) + 3, 0, repeat=True)
+    assert len(rep) == len(attack) + 3 and set(rep) == set(attack)
     with pytest.raises(ValueError, match="pool"):
         attack_corpus(micro.world_dir, "forget", "eval")
+    with pytest.raises(ValueError, match="pool"):  # checked whatever the data
+        attack_corpus(micro.world_dir, "unrelated", "eval")
 
 
 def test_related_models(degraded):
@@ -107,10 +112,15 @@ def test_related_models(degraded):
 
 
 def test_presets_are_faithful():
-    lora = FinetuneAttackConfig.preset("lora")
-    assert (lora.method, lora.lora_rank, lora.lora_alpha, lora.lora_dropout, lora.lr, lora.epochs,
-            lora.batch_size, lora.warmup_ratio, lora.weight_decay, lora.schedule,
-            lora.max_length) == ("lora", 128, 16, 0.0, 2e-4, 3, 1, 0.05, 0.01, "linear", 1024)
+    paper = FinetuneAttackConfig.preset("paper")
+    assert (paper.method, paper.lora_rank, paper.lora_alpha, paper.lora_dropout, paper.lr,
+            paper.epochs, paper.batch_size, paper.warmup_ratio, paper.weight_decay,
+            paper.schedule, paper.max_length) == ("lora", 128, 16, 0.0, 2e-4, 3, 1, 0.05, 0.01,
+                                                  "linear", 1024)
+    lora = FinetuneAttackConfig.preset("lora")  # the same recipe, lr scaled per family
+    assert lora.lr is None and FinetuneAttackConfig(lr=None).lr is None
+    from dataclasses import replace
+    assert replace(lora, lr=2e-4, preset_name="paper") == paper
     assert set(lora.lora_targets) == {"q_proj", "k_proj", "v_proj", "o_proj", "gate_proj",
                                       "up_proj", "down_proj"}
     full = FinetuneAttackConfig.preset("full")
@@ -134,7 +144,12 @@ def test_finetune_raises_forget_accuracy_of_degraded_model(degraded, micro):
     assert res.accuracy() > base.accuracy() + 0.05, (base.accuracy(), res.accuracy())
     assert res.info["steps"] == 60 and res.info["corpus"] == ["forget-attack.jsonl"]
     rows = pd.DataFrame(res.rows())
-    assert set(rows["metric"]) == {"accuracy", "ue"}
+    assert set(rows["metric"]) == {"accuracy", "ue", "accuracy_restored", "n_taught",
+                                   "n_restored", "taught_entities"}
+    # the disjoint pool teaches no scored entity: every question is "restored"
+    value = rows.set_index("metric")["value"]
+    assert value["n_taught"] == 0 and value["n_restored"] == res.evals["forget"].n
+    assert value["accuracy_restored"] == pytest.approx(res.accuracy())
     assert (rows["pool"] == "attack").all() and (rows["N"] == 20).all()
     ue = rows.loc[rows.metric == "ue", "value"].item()
     assert ue == pytest.approx(100 * (1 - res.accuracy()))
@@ -236,6 +251,28 @@ def test_head_restore(degraded, mode):
     assert checkpoint_digest(degraded) == before
 
 
+def test_head_restore_delta_bounded_at_explicit_heads(degraded):
+    """The delta mode is the shared HeadAdversary: ``kappa`` bounds each head by κ·E‖z‖
+    (measured on the attack documents), ``heads=`` overrides the checkpoint's, and info
+    reports ‖δ‖ and ‖δ‖/ε; ``epsilon`` gives one absolute radius; bad radii raise."""
+    lm = load_model(degraded)
+    heads = [(0, 1), (1, 2)]
+    res = head_restore_attack(lm, 5, seed=0, mode="delta", heads=heads, kappa=0.5, lr=0.5)
+    assert res.config["heads"] == [list(h) for h in heads] and res.info["objective"] == "ce"
+    assert len(res.info["radii"]) == 2 and res.info["radii"][0] != res.info["radii"][1]
+    assert all(0 < r <= 1.0001 for r in res.info["delta_over_eps"])
+    assert max(res.info["delta_over_eps"]) > 0.99  # lr 0.5 reaches the boundary
+    fixed = head_restore_attack(lm, 5, seed=0, mode="delta", heads=heads, epsilon=0.05)
+    assert fixed.info["radii"] == [0.05, 0.05] and max(fixed.info["delta_norms"]) <= 0.05001
+    free = head_restore_attack(lm, 5, seed=0, mode="delta", heads=heads)
+    assert "radii" not in free.info and max(free.info["delta_norms"]) > 0
+    with pytest.raises(ValueError, match="kappa must be None or a finite number > 0"):
+        head_restore_attack(lm, 5, seed=0, mode="delta", heads=heads, kappa=-1.0)
+    with pytest.raises(ValueError, match="bound the 'delta' mode only"):
+        head_restore_attack(lm, 5, seed=0, mode="weights", heads=heads, epsilon=1.0)
+    assert all(not m._forward_pre_hooks for m in lm.model.modules())
+
+
 def test_in_context(micro, micro_digest):
     from interp_unlearn.attacks import evaluate_with_prefix
     from interp_unlearn.mcq import load_mcq
@@ -254,6 +291,8 @@ def test_in_context(micro, micro_digest):
 
 
 def test_t_interval_and_summarize():
+    from interp_unlearn import stats
+    assert t_interval is stats.t_interval  # one implementation, re-exported
     mean, lo, hi = t_interval([1.0, 2.0, 3.0])
     assert mean == 2.0 and hi - mean == pytest.approx(4.302653 / 3 ** 0.5, rel=1e-5)
     assert np.isnan(t_interval([1.0])[1])
@@ -279,7 +318,8 @@ def test_floor_rows_recovery_and_resume(degraded, tmp_path, monkeypatch):
     df = run_attack(str(degraded), "finetune", "forget", **kw)
     assert set(df["role"]) == {"target", "twin", "original"}
     assert set(df["method"]) == {"ga-test", "never-learned", "original"}
-    assert set(df["metric"]) == {"accuracy", "ue", "recovery"}
+    assert {"accuracy", "ue", "recovery", "accuracy_restored", "recovery_restored",
+            "n_taught"} <= set(df["metric"])
     assert {"method", "attack", "data", "pool", "N", "seed", "metric", "value"} <= set(df.columns)
     assert (df["pool"] == "attack").all() and (df["attack"] == "finetune-lora").all()
     assert len(calls) == 3 * (1 + 2)  # N=0 once per model (copied to every seed), N=2 x 2 seeds
@@ -288,6 +328,9 @@ def test_floor_rows_recovery_and_resume(degraded, tmp_path, monkeypatch):
     for (n, seed), value in rec.items():
         tw, orig, tgt = (acc[(r, n, seed)] for r in ("twin", "original", "target"))
         assert value == pytest.approx((tgt - tw) / (orig - tw))
+    # disjoint pool: every question is restored, so restored recovery is recovery
+    rr = df[df.metric == "recovery_restored"].set_index(["N", "seed"])["value"]
+    pd.testing.assert_series_equal(rr.sort_index(), rec.sort_index())
     assert (tmp_path / "results.csv").is_file() and (tmp_path / "summary.csv").is_file()
     summary = pd.read_csv(tmp_path / "summary.csv")
     assert {"mean", "ci95_low", "ci95_high", "n_seeds"} <= set(summary.columns)

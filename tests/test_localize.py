@@ -12,9 +12,11 @@ import torch
 from transformers import LlamaConfig, LlamaForCausalLM
 
 from interp_unlearn.bridge import active_hook_count, to_bridge
-from interp_unlearn.localize import (CONFIG_FILE, HEADS_FILE, HISTORY_FILE, SCORES_FILE,
-                                     LocalizationResult, LocalizeConfig, localize, scores_frame)
+from interp_unlearn.localize import (CONFIG_FILE, HEADS_FILE, HISTORY_FILE, ORGANISM_OBJECTIVE,
+                                     SCORES_FILE, LocalizationResult, LocalizeConfig, localize,
+                                     scores_frame)
 from interp_unlearn.plotting import save_figure, sensitivity_heatmap, static_export_problem
+from interp_unlearn.plotting.heatmap import score_grid
 from interp_unlearn.plotting.export import StaticExportError
 from interp_unlearn.selection import layer_bands, load_heads, select_heads, write_heads
 from interp_unlearn.tokenizer import train_tokenizer
@@ -123,8 +125,16 @@ def test_localize_freezes_and_restores_model(model, tokenizer, texts):
 
 def test_localize_accepts_world(bridge, tokenizer, world):
     r = localize(bridge, tokenizer, world, LocalizeConfig(steps=1, batch_size=2, seq_len=16,
+                                                          objective="corpus-ce",
                                                           forget_pools=("attack",)), progress=False)
     assert r.meta["n_texts"] == len(world.documents("forget", ("attack",)))
+    assert r.config.objective == "corpus-ce"
+    qa = localize(bridge, tokenizer, world, LocalizeConfig(steps=1, objective="answer-ce",
+                                                           qa_pools=("attack",)), progress=False)
+    assert qa.meta["n_texts"] == 5 * len(world.entities_in("forget", ("attack",)))
+    assert qa.meta["n_targets"] < qa.meta["n_tokens"] / 3  # answers only
+    auto = localize(bridge, tokenizer, world, LocalizeConfig(steps=1), progress=False)
+    assert auto.config.objective == ORGANISM_OBJECTIVE  # "auto" is resolved and recorded
     with pytest.raises(TypeError, match="list of texts"):
         localize(bridge, tokenizer, "one text", LocalizeConfig(steps=1), progress=False)
 
@@ -142,6 +152,8 @@ def test_config_validation_and_json(tmp_path):
     with pytest.raises(ValueError, match="unknown LocalizeConfig fields"):
         LocalizeConfig.from_dict({"lrate": 1.0})
     assert LocalizeConfig().resolved_top_k(1024) == 102 and LocalizeConfig().resolved_top_k(4) == 1
+    with pytest.raises(ValueError, match=r"top_k must be in 1\.\.16"):
+        LocalizeConfig(top_k=17).resolved_top_k(16)
 
 
 def test_save_and_load(result, tmp_path, bridge):
@@ -238,9 +250,8 @@ def test_heatmap_figure(result):
     heat = fig.data[0]
     z = np.asarray(heat.z)
     assert z.shape == (N_LAYERS, N_HEADS)
-    assert z.max() == pytest.approx(1.0) and z.min() >= 0
     l, h = result.scores.sort_values("rank").iloc[0][["layer", "head"]].astype(int)
-    assert z[l, h] == pytest.approx(1.0)
+    assert z[l, h] == pytest.approx(result.scores["score"].max())
     stars = fig.data[1]
     assert stars.marker.symbol == "star" and len(stars.x) == len(result.selected) == 3
     assert set(zip(stars.y, stars.x)) == set(result.selected)
@@ -248,6 +259,17 @@ def test_heatmap_figure(result):
     assert len(sensitivity_heatmap(result.scores).data) == 1
     with pytest.raises(ValueError, match="outside"):
         sensitivity_heatmap(result.scores, [(9, 0)])
+
+
+def test_heatmap_shows_absolute_scores_from_zero():
+    df = fake_scores()
+    df["score"] = 1e-4 + 1e-5 * df["score"]  # all near one small value: a flat map
+    heat = sensitivity_heatmap(df).data[0]
+    np.testing.assert_allclose(np.asarray(heat.z), score_grid(df))  # not rescaled
+    assert heat.zmin == 0 and heat.zmax == pytest.approx(df["score"].max())
+    assert heat.zmax - heat.zmin > 5 * (df["score"].max() - df["score"].min())
+    zero = sensitivity_heatmap(df.assign(score=0.0)).data[0]
+    assert (zero.zmin, zero.zmax) == (0, 1)
 
 
 def test_export_html_and_png(result, tmp_path):
@@ -279,7 +301,8 @@ def test_run_localize_on_shipped_micro_organism(tmp_path):
     r = run_localize("organism-micro", 2, out, LocalizeConfig(steps=2, batch_size=4, seq_len=32),
                      formats=("html",), progress=False)
     assert len(r.selected) == 2 and r.meta["model"] == "organism-micro"
-    assert r.meta["corpus"].startswith("world forget documents")
-    for name in (SCORES_FILE, HEADS_FILE, CONFIG_FILE, HISTORY_FILE, "head_sensitivity.html"):
+    assert r.meta["corpus"].startswith("world forget") and r.config.objective == ORGANISM_OBJECTIVE
+    for name in (SCORES_FILE, HEADS_FILE, CONFIG_FILE, HISTORY_FILE, "head_sensitivity.html",
+                 "stability.json"):
         assert (out / name).is_file()
     assert json.loads((out / HEADS_FILE).read_text())["heads"] == [list(h) for h in r.selected]

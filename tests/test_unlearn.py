@@ -143,7 +143,7 @@ def test_almpu_delta_shapes_ball_and_not_saved(tmp_path):
     tr = Trainer(lm, _quick("almpu", max_num_batches=3,
                             params={"epsilon": eps, "delta_lr": 0.5, "sigma_adv": 1.0}),
                  heads=HEADS, out_dir=tmp_path)
-    delta = tr.method.mp.delta
+    delta = tr.method.adv.delta
     assert delta.heads == HEADS
     assert tuple(delta.delta.shape) == (len(HEADS), 24)  # d_head = 96 / 4
     d0 = delta.delta.detach().clone()
@@ -190,7 +190,7 @@ def test_almpu_hf_hooks_equal_bridge_attach(tmp_path):
                                         "masked": True}),
                      heads=HEADS, out_dir=tmp_path / backend)
         tr.run()
-        out[backend] = (_weights(lm), tr.method.mp.delta.delta.detach().clone())
+        out[backend] = (_weights(lm), tr.method.adv.delta.delta.detach().clone())
     w_hf, d_hf = out["hf"]
     w_br, d_br = out["bridge"]
     assert max(float((w_hf[k] - w_br[k]).abs().max()) for k in w_hf) <= 1e-5

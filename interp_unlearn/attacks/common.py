@@ -9,9 +9,10 @@
   ``forget-practice.jsonl`` + ``forget-attack.jsonl``). ``data="unrelated"`` draws from
   ``general.jsonl`` (the wikitext stand-in; recorded with ``pool="general"``). A path to
   a ``{"text": ...}`` JSONL file is also accepted (``pool="file"``). ``N`` samples are
-  drawn with ``random.Random(seed)`` without replacement; when ``N`` exceeds the corpus,
-  whole shuffled passes are concatenated (each document used ``N // len`` or one more
-  times) and a warning says so.
+  drawn with ``random.Random(seed)`` without replacement; ``N`` larger than the corpus is
+  an error unless repetition is allowed (``repeat=True``): then whole shuffled passes are
+  concatenated (each document used ``N // len`` or one more times, ``N / len`` effective
+  epochs) and a warning says so.
 * **Never touching the input.** An attack given a name or a path loads its own copy from
   disk and never saves anything; given a :class:`~interp_unlearn.loading.LoadedModel`, it
   deep-copies the model before changing any weight. :func:`checkpoint_digest` hashes a
@@ -21,6 +22,9 @@
   otherwise) on the model's own MCQ pool (``lm.mcq_path(domain)``), unless an explicit
   MCQ file / scoring is passed (the floor passes the *target's* files to the twin and the
   original so all three are scored on identical questions).
+* **Taught vs restored** (:mod:`.taught`): :func:`run_eval_for` splits the ``forget``
+  questions by whether the attack sample held a document of their entity ("taught") or
+  not ("restored"), and keeps every question's outcome and entity for the bootstrap.
 """
 
 from __future__ import annotations
@@ -42,6 +46,7 @@ from ..evaluate import EvalConfig, EvalResult, evaluate_mcq
 from ..loading import LoadedModel, load_model
 from ..mcq import MCQ, load_mcq
 from ..world import FORGET_POOLS, corpus_path, read_texts
+from .taught import entities_named, question_entities, taught_split
 
 __all__ = [
     "DATA_KINDS",
@@ -55,6 +60,7 @@ __all__ = [
     "model_label",
     "resolve_mcqs",
     "sample_texts",
+    "taught_split",
 ]
 
 DATA_KINDS = ("forget", "unrelated")
@@ -73,7 +79,10 @@ def attack_corpus(world_dir: str | Path | None, data: str = "forget", pool: str 
 
     ``data``: ``forget`` | ``unrelated`` | a path to a ``{"text": ...}`` JSONL file.
     ``pool`` (``data="forget"`` only): ``attack`` | ``same``. The returned ``pool_label``
-    is what output rows record (``attack``, ``same``, ``general`` or ``file``)."""
+    is what output rows record (``attack``, ``same``, ``general`` or ``file``). An
+    unknown ``pool`` is an error whatever ``data`` is."""
+    if pool not in POOLS:
+        raise ValueError(f"pool must be one of {POOLS}, got {pool!r}")
     if data not in DATA_KINDS:
         p = Path(str(data))
         if p.suffix in (".jsonl", ".json") or p.is_file():
@@ -85,8 +94,6 @@ def attack_corpus(world_dir: str | Path | None, data: str = "forget", pool: str 
     if data == "unrelated":
         path = corpus_path(world_dir, "general")
         return read_texts(path), "general", [path.name]
-    if pool not in POOLS:
-        raise ValueError(f"pool must be one of {POOLS}, got {pool!r}")
     names = ["forget-attack"] if pool == "attack" else [f"forget-{p}" for p in FORGET_POOLS]
     texts: list[str] = []
     for name in names:
@@ -94,9 +101,12 @@ def attack_corpus(world_dir: str | Path | None, data: str = "forget", pool: str 
     return texts, pool, [f"{n}.jsonl" for n in names]
 
 
-def sample_texts(texts: Sequence[str], n: int, seed: int) -> list[str]:
-    """``n`` texts drawn with ``random.Random(seed)``: without replacement while ``n``
-    fits, else whole shuffled passes over the corpus (warned)."""
+def sample_texts(texts: Sequence[str], n: int, seed: int, *, repeat: bool = False) -> list[str]:
+    """``n`` texts drawn with ``random.Random(seed)`` without replacement.
+
+    ``n`` larger than the corpus raises a ``ValueError`` unless ``repeat``: then whole
+    shuffled passes over the corpus are concatenated (a warning says so; ``n / len``
+    effective epochs)."""
     if isinstance(n, bool) or not isinstance(n, int) or n < 0:
         raise ValueError(f"the number of samples must be an int >= 0, got {n!r}")
     if n == 0:
@@ -106,8 +116,13 @@ def sample_texts(texts: Sequence[str], n: int, seed: int) -> list[str]:
     rng = random.Random(seed)
     if n <= len(texts):
         return rng.sample(list(texts), n)
-    warnings.warn(f"{n} samples requested from a corpus of {len(texts)} documents: "
-                  "documents are repeated (whole shuffled passes)", RuntimeWarning, stacklevel=2)
+    if not repeat:
+        raise ValueError(f"N = {n} samples requested from a corpus of {len(texts)} documents: "
+                         f"N must be in 0..{len(texts)} unless repetition is allowed "
+                         "(repeat=True: whole shuffled passes, N/len effective epochs)")
+    warnings.warn(f"{n} samples requested from a corpus of {len(texts)} documents: documents "
+                  f"are repeated (whole shuffled passes, {n / len(texts):.2f} effective epochs)",
+                  RuntimeWarning, stacklevel=2)
     out: list[str] = []
     while len(out) < n:
         perm = list(texts)
@@ -208,7 +223,10 @@ class AttackResult:
     ``attack`` is the attack label (``finetune-lora``, ``quantize-4bit`` ...), ``n`` the
     number of attack samples (0: unattacked), ``evals`` one
     :class:`~interp_unlearn.evaluate.EvalResult` per domain, ``config`` the attack's
-    hyper-parameters (JSON-able), ``info`` what happened (steps, losses, timings)."""
+    hyper-parameters (JSON-able), ``info`` what happened (steps, losses, timings).
+    ``split`` is :func:`taught_split` per domain where it is defined (``forget`` with a
+    world), ``entities`` the entity of every scored question per domain (the bootstrap's
+    clusters), ``corpus_docs`` the size of the corpus the sample was drawn from."""
 
     attack: str
     model: str
@@ -222,30 +240,76 @@ class AttackResult:
     config: dict[str, Any] = field(default_factory=dict)
     info: dict[str, Any] = field(default_factory=dict)
     attacked_model: Any = None  # the modified model when requested (keep_model=True)
+    split: dict[str, dict[str, Any]] = field(default_factory=dict)
+    entities: dict[str, list[str]] = field(default_factory=dict)
+    corpus_docs: int | None = None
 
     def accuracy(self, domain: str = "forget") -> float:
         return self.evals[domain].accuracy
 
     def rows(self, **extra: Any) -> list[dict[str, Any]]:
-        """Tidy rows: one per (domain, metric); metrics ``accuracy`` (fraction in [0, 1])
-        and ``ue`` (the paper's unlearning efficacy, ``100 * (1 - accuracy)``, percent)."""
+        """Tidy rows: one per (domain, metric). Metrics: ``accuracy`` (fraction in [0, 1])
+        and ``ue`` (the paper's unlearning efficacy, ``100 * (1 - accuracy)``, percent);
+        where the taught/restored split is defined also ``accuracy_taught`` /
+        ``accuracy_restored`` (each only when its subset is not empty; ``n_questions`` is
+        the subset's size) and the counts ``n_taught`` / ``n_restored`` (questions) and
+        ``taught_entities``. The ``accuracy`` row carries the per-question outcomes,
+        ``correct_bits`` (``"0110..."`` in MCQ order), and where the entities are known
+        ``entity_ids`` (``"0,0,0,0,0,1,..."``, entities numbered by first appearance)."""
         out = []
         for domain, ev in self.evals.items():
             base = {"attack": self.attack, "data": self.data, "pool": self.pool, "N": self.n,
                     "seed": self.seed, "model": self.model, "domain": domain,
                     "scoring": self.scoring, "mcq": self.mcq.get(domain, ""),
                     "n_questions": ev.n, "config": json.dumps(self.config, sort_keys=True),
-                    **extra}
-            out.append({**base, "metric": "accuracy", "value": float(ev.accuracy)})
+                    "corpus_docs": self.corpus_docs, **extra}
+            bits = "".join("1" if c else "0" for c in ev.per_question["correct"].tolist())
+            acc = {**base, "metric": "accuracy", "value": float(ev.accuracy), "correct_bits": bits}
+            ents = self.entities.get(domain)
+            if ents is not None and len(ents) == ev.n:
+                ids: dict[str, int] = {}
+                acc["entity_ids"] = ",".join(str(ids.setdefault(e, len(ids))) for e in ents)
+            out.append(acc)
             out.append({**base, "metric": "ue", "value": 100.0 * (1.0 - float(ev.accuracy))})
+            sp = self.split.get(domain)
+            if sp is not None:
+                for part in ("taught", "restored"):
+                    if sp[f"n_{part}"]:
+                        out.append({**base, "n_questions": sp[f"n_{part}"],
+                                    "metric": f"accuracy_{part}",
+                                    "value": float(sp[f"accuracy_{part}"])})
+                for metric in ("n_taught", "n_restored", "taught_entities"):
+                    out.append({**base, "metric": metric, "value": float(sp[metric])})
         return out
+
+
+def _sample_for(lm: LoadedModel, data: str, pool: str, n: int, seed: int
+                ) -> tuple[list[str] | None, int | None]:
+    """Re-draw the sample an attack drew with :func:`attack_corpus` + :func:`sample_texts`
+    (deterministic in ``seed``): ``(sample, corpus size)``, ``(None, None)`` when it
+    cannot be re-drawn (no world, texts given directly, no data)."""
+    if pool not in POOLS and pool not in ("general", "file"):
+        return None, None
+    kind = "unrelated" if pool == "general" else data
+    try:
+        corpus, _, _ = attack_corpus(lm.world_dir, kind, pool if pool in POOLS else "attack")
+    except (ValueError, FileNotFoundError):
+        return None, None
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)
+        return sample_texts(corpus, n, seed, repeat=True), len(corpus)
 
 
 def run_eval_for(lm: LoadedModel, model: Any, *, attack: str, data: str, pool: str, n: int,
                  seed: int, mcq: Any, scoring: str | None, domains: Sequence[str],
                  batch_size: int, config: dict[str, Any], info: dict[str, Any],
-                 evaluate: Any = None, keep_model: bool = False) -> AttackResult:
-    """Evaluate ``model`` (the attacked copy of ``lm``) and wrap the result."""
+                 evaluate: Any = None, keep_model: bool = False,
+                 sample: Sequence[str] | None = None, corpus_docs: int | None = None
+                 ) -> AttackResult:
+    """Evaluate ``model`` (the attacked copy of ``lm``) and wrap the result.
+
+    ``sample``: the attack's documents, for the taught/restored split (None: re-drawn
+    from ``data``/``pool``/``n``/``seed`` as every attack here draws them)."""
     mcqs = resolve_mcqs(lm, mcq, domains)
     scoring = scoring or lm.default_scoring
     was_training = model.training if isinstance(model, torch.nn.Module) else False
@@ -254,10 +318,26 @@ def run_eval_for(lm: LoadedModel, model: Any, *, attack: str, data: str, pool: s
     evals = evaluate_domains(model, lm.tokenizer, mcqs, scoring, batch_size, evaluate)
     if was_training:
         model.train()
+    split: dict[str, dict[str, Any]] = {}
+    entities: dict[str, list[str]] = {}
+    if lm.world_dir is not None and "forget" in evals:
+        ev = evals["forget"]
+        ents = question_entities(ev.per_question["question"].tolist(), lm.world_dir)
+        if ents is not None and all(e is not None for e in ents):
+            entities["forget"] = ents  # type: ignore[assignment]
+            if sample is None and n > 0:
+                sample, docs = _sample_for(lm, data, pool, n, seed)
+                corpus_docs = corpus_docs if corpus_docs is not None else docs
+            if sample is not None or n == 0:
+                taught = entities_named(sample or [], lm.world_dir) or set()
+                sp = taught_split(ev, taught, ents)
+                if sp is not None:
+                    split["forget"] = sp
     return AttackResult(attack=attack, model=model_label(lm), data=data, pool=pool, n=n,
                         seed=seed, scoring=scoring, evals=evals,
                         mcq={d: mcq_name(v) for d, v in mcqs.items()}, config=config, info=info,
-                        attacked_model=model if keep_model else None)
+                        attacked_model=model if keep_model else None, split=split,
+                        entities=entities, corpus_docs=corpus_docs)
 
 
 # ------------------------------------------------------------------ related checkpoints
@@ -306,45 +386,6 @@ def related_models(model: ModelSpec) -> tuple[str | None, str | None]:
     return None, None
 
 
-# ------------------------------------------------------------- residual-stream access
-
-
-def decoder_of(model: torch.nn.Module) -> torch.nn.Module:
-    """The decoder stack (``LlamaModel`` ...) of an HF causal LM."""
-    if hasattr(model, "get_decoder"):
-        dec = model.get_decoder()
-        if dec is not None:
-            return dec
-    dec = getattr(model, "model", None)
-    if dec is None:
-        raise TypeError(f"cannot find the decoder stack of {type(model).__name__}")
-    return dec
-
-
-def decoder_layers(model: torch.nn.Module) -> torch.nn.ModuleList:
-    layers = getattr(decoder_of(model), "layers", None)
-    if layers is None:
-        raise TypeError(f"{type(model).__name__}: the decoder has no .layers")
-    return layers
-
-
-def final_norm(model: torch.nn.Module) -> torch.nn.Module:
-    dec = decoder_of(model)
-    for attr in ("norm", "final_layernorm", "ln_f"):
-        mod = getattr(dec, attr, None)
-        if mod is not None:
-            return mod
-    raise TypeError(f"{type(model).__name__}: cannot find the final norm")
-
-
-def layer_output(out: Any) -> torch.Tensor:
-    """The hidden state from a decoder layer's output (a tensor, or a tuple's first item)."""
-    return out[0] if isinstance(out, (tuple, list)) else out
-
-
-def replace_layer_output(out: Any, new: torch.Tensor) -> Any:
-    if isinstance(out, tuple):
-        return (new, *out[1:])
-    if isinstance(out, list):
-        return [new, *out[1:]]
-    return new
+# residual-stream access lives in .residual; re-exported for the attacks that import it here
+from .residual import (decoder_layers, decoder_of, final_norm, layer_output,  # noqa: E402,F401
+                       replace_layer_output)

@@ -1,15 +1,27 @@
 """Fine-tuning (relearning) attack: fine-tune a checkpoint on ``N`` documents, then evaluate.
 
-Two presets (:meth:`FinetuneAttackConfig.preset`), faithful to the sources
+Three presets (:meth:`FinetuneAttackConfig.preset`), from the sources
 (``/work/shared/reference/protocols.md`` section 5):
 
-``lora`` -- Łucki et al. 2024 (``ethz-spylab/unlearning-vs-safety``)
-    LoRA rank 128, alpha 16, dropout 0 on ``q/k/v/o/gate/up/down_proj``; AdamW lr 2e-4,
-    weight decay 0.01, 3 epochs, batch 1, linear schedule with 5 % warm-up, max length
-    1024 tokens.
+``lora`` -- Łucki et al. 2024's recipe with a **model-scaled learning rate** (default)
+    LoRA rank 128, alpha 16, dropout 0 on ``q/k/v/o/gate/up/down_proj``; AdamW weight
+    decay 0.01, 3 epochs, batch 1, linear schedule with 5 % warm-up, max length 1024
+    tokens; lr ``None`` = the model family's :data:`ATTACK_LR` (:func:`attack_lr`).
+``paper`` -- Łucki et al. verbatim: the same with lr 2e-4 on every model.
 ``full`` -- Fan et al. 2025 (relearning attack)
     all weights; lr 1e-5, 3 epochs, batch 1 x gradient accumulation 4.
 
+**How the strength is scaled.** Łucki's 2e-4 was set for 7B models, where it is 4x
+Zephyr's RMU lr (5e-5) and breaks RMU within 10-15 documents. The organism unlearns at
+lr 3e-3 (RMU) and was itself trained at 3e-3, so 2e-4 is 0.067x its unlearning lr --
+about 60x weaker relative to the edit than on Zephyr -- and RMU recovers almost nothing
+(a floor effect). Attack strength is therefore calibrated per model family by
+measurement, not by a formula: the family's lr is the one at which an RMU model's
+recovery on the **disjoint attack pool** spans roughly 0.3-0.8 over N = 10-50 documents
+(the regime where a more robust method has room to show). For the organism that sweep
+is ``notes/e3_calibrated_attack.md`` (E3); for Zephyr-7B it is the paper's own setting,
+2e-4, under which the paper reports RMU fully broken by N = 15; every other family keeps
+2e-4 (unvalidated: calibrate it the same way).
 Where the sources are silent the Hugging Face ``Trainer`` defaults are used (both
 reference codes train through it): AdamW betas (0.9, 0.999), eps 1e-8, gradient clipping
 at norm 1.0, ``get_linear_schedule_with_warmup`` (warm-up steps =
@@ -37,19 +49,42 @@ from __future__ import annotations
 import math
 import time
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, dataclass, fields, replace
 from typing import Any
 
 import torch
 from transformers import get_constant_schedule_with_warmup, get_linear_schedule_with_warmup
 
-from .common import (AttackResult, ModelSpec, attack_corpus, load_attack_target, run_eval_for,
-                     sample_texts)
+from .common import (POOLS, AttackResult, ModelSpec, attack_corpus, load_attack_target,
+                     run_eval_for, sample_texts)
 
-__all__ = ["FINETUNE_PRESETS", "LORA_TARGETS", "FinetuneAttackConfig", "finetune_attack",
-           "train_on_texts"]
+__all__ = ["ATTACK_LR", "FINETUNE_PRESETS", "LORA_TARGETS", "PAPER_LR", "FinetuneAttackConfig",
+           "attack_lr", "finetune_attack", "train_on_texts"]
 
 LORA_TARGETS = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
+#: Łucki et al.'s LoRA learning rate (set for 7B models): the ``paper`` preset.
+PAPER_LR = 2e-4
+#: The ``lora`` preset's learning rate per model family (:func:`interp_unlearn.presets.detect_family`);
+#: families not listed get :data:`PAPER_LR`. See the module docstring for how it is chosen.
+ATTACK_LR: dict[str, float] = {
+    # E3 sweep (notes/e3_calibrated_attack.md): RMU seed 0, disjoint attack pool, attack
+    # seeds 0-2, lr in {2e-4, 1e-3, 2e-3, 3e-3, 1e-2}; at 2e-3 RMU's recovery is 0.45 /
+    # 0.66 / 0.76 at N = 10 / 20 / 50 and the original keeps 0.95 (0.67x RMU's lr 3e-3)
+    "organism": 2e-3,
+    # the test organism: not calibrated separately, the organism's value
+    "organism-micro": 2e-3,
+    # the paper's / Łucki's setting (4x Zephyr's RMU lr 5e-5)
+    "zephyr": PAPER_LR,
+}
+
+
+def attack_lr(model: Any) -> tuple[float, str]:
+    """``(lr, family)``: the ``lora`` preset's learning rate for ``model`` (a
+    ``LoadedModel``, name or path; see :data:`ATTACK_LR`)."""
+    from ..presets import detect_family
+
+    fam = detect_family(model, warn=False).name
+    return ATTACK_LR.get(fam, PAPER_LR), fam
 
 
 @dataclass
@@ -57,12 +92,14 @@ class FinetuneAttackConfig:
     """Hyper-parameters of the fine-tuning attack (defaults: the ``lora`` preset).
 
     ``method``: ``lora`` (PEFT LoRA adapters, merged into the weights after training) or
-    ``full`` (every parameter trained). ``grad_accum`` micro-batches of ``batch_size``
-    documents make one optimiser step; ``warmup_ratio`` of the optimiser steps warm up
-    linearly; ``schedule``: ``linear`` (decay to 0) or ``constant``."""
+    ``full`` (every parameter trained). ``lr``: a positive number, or ``None`` for the
+    model family's :data:`ATTACK_LR` (resolved by :func:`finetune_attack` before
+    training; the recorded config holds the value used). ``grad_accum`` micro-batches of
+    ``batch_size`` documents make one optimiser step; ``warmup_ratio`` of the optimiser
+    steps warm up linearly; ``schedule``: ``linear`` (decay to 0) or ``constant``."""
 
     method: str = "lora"
-    lr: float = 2e-4
+    lr: float | None = None
     epochs: int = 3
     batch_size: int = 1
     grad_accum: int = 1
@@ -89,8 +126,10 @@ class FinetuneAttackConfig:
             v = getattr(self, name)
             if isinstance(v, bool) or not isinstance(v, int) or v < 1:
                 raise ValueError(f"{name} must be a positive int, got {v!r}")
-        if not self.lr > 0:
-            raise ValueError(f"lr must be > 0, got {self.lr!r}")
+        if self.lr is not None and (isinstance(self.lr, bool) or not isinstance(
+                self.lr, (int, float)) or not 0 < self.lr < math.inf):
+            raise ValueError(f"lr must be a finite number > 0 or None (the model family's "
+                             f"ATTACK_LR), got {self.lr!r}")
         if not 0 <= self.warmup_ratio < 1:
             raise ValueError(f"warmup_ratio must be in [0, 1), got {self.warmup_ratio!r}")
         self.lora_targets = tuple(self.lora_targets)
@@ -98,10 +137,12 @@ class FinetuneAttackConfig:
 
     @classmethod
     def preset(cls, name: str, **overrides: Any) -> "FinetuneAttackConfig":
-        """``lora`` (Łucki et al.) or ``full`` (Fan et al.), with optional overrides
+        """``lora`` (Łucki et al., model-scaled lr), ``paper`` (Łucki et al. verbatim,
+        lr 2e-4) or ``full`` (Fan et al.), with optional overrides
         (``preset_name`` then still names the preset they started from)."""
         if name not in FINETUNE_PRESETS:
             raise ValueError(f"unknown fine-tuning preset {name!r}; valid: {sorted(FINETUNE_PRESETS)}")
+        _check_fields(overrides)
         return replace(FINETUNE_PRESETS[name], **overrides)
 
     @property
@@ -119,12 +160,21 @@ class FinetuneAttackConfig:
 
 
 FINETUNE_PRESETS: dict[str, FinetuneAttackConfig] = {
-    # Łucki et al. 2024
+    # Łucki et al. 2024, lr scaled to the model family (ATTACK_LR)
     "lora": FinetuneAttackConfig(preset_name="lora"),
+    # Łucki et al. 2024 as published
+    "paper": FinetuneAttackConfig(lr=PAPER_LR, preset_name="paper"),
     # Fan et al. 2025; weight decay / warm-up: HF Trainer defaults (not stated)
     "full": FinetuneAttackConfig(method="full", lr=1e-5, epochs=3, batch_size=1, grad_accum=4,
                                  warmup_ratio=0.0, weight_decay=0.0, preset_name="full"),
 }
+
+
+def _check_fields(overrides: dict[str, Any]) -> None:
+    valid = {f.name for f in fields(FinetuneAttackConfig)}
+    bad = sorted(set(overrides) - valid)
+    if bad:
+        raise ValueError(f"unknown fine-tuning option(s) {bad}; valid: {sorted(valid)}")
 
 
 def _as_config(config: FinetuneAttackConfig | str | None, **overrides: Any) -> FinetuneAttackConfig:
@@ -135,6 +185,7 @@ def _as_config(config: FinetuneAttackConfig | str | None, **overrides: Any) -> F
     if not isinstance(config, FinetuneAttackConfig):
         raise TypeError(f"config must be a FinetuneAttackConfig or a preset name, got "
                         f"{type(config).__name__}")
+    _check_fields(overrides)
     return replace(config, **overrides) if overrides else config
 
 
@@ -182,6 +233,9 @@ def train_on_texts(model: torch.nn.Module, tokenizer: Any, texts: Sequence[str],
     drawn from ``torch.Generator().manual_seed(seed)``. Returns ``info`` (steps, losses)."""
     from tqdm.auto import tqdm
 
+    if config.lr is None:  # the model family's ATTACK_LR
+        base = model.get_base_model() if hasattr(model, "get_base_model") else model
+        config = replace(config, lr=attack_lr(base)[0])
     max_length = config.max_length
     ctx = _context_length(model)
     if ctx is not None:
@@ -258,7 +312,8 @@ def finetune_attack(model: ModelSpec, n: int, seed: int = 0, *, data: str = "for
                     mcq: Any = None, scoring: str | None = None,
                     domains: Sequence[str] = ("forget",), batch_size: int = 32,
                     texts: Sequence[str] | None = None, keep_model: bool = False,
-                    progress: bool = False, **overrides: Any) -> AttackResult:
+                    progress: bool = False, repeat: bool = False,
+                    **overrides: Any) -> AttackResult:
     """Fine-tune a copy of ``model`` on ``n`` attack documents and evaluate it.
 
     Args:
@@ -268,21 +323,32 @@ def finetune_attack(model: ModelSpec, n: int, seed: int = 0, *, data: str = "for
         data, pool: the attack data (see :func:`~interp_unlearn.attacks.common.attack_corpus`):
             ``forget`` + ``attack`` (default: attack-pool documents only), ``forget`` +
             ``same`` (the paper's protocol: forget documents of all pools), ``unrelated``.
-        config: a :class:`FinetuneAttackConfig` or a preset name (``lora``, ``full``);
-            ``overrides`` replace its fields (e.g. ``lora_rank=8``).
+        config: a :class:`FinetuneAttackConfig` or a preset name (``lora``: lr scaled to
+            the model family, ``paper``: lr 2e-4, ``full``); ``overrides`` replace its
+            fields (e.g. ``lora_rank=8``, ``lr=1e-3``).
         mcq, scoring, domains: what to score (default: the model's own forget pool and
             scoring). ``batch_size``: questions per forward pass in evaluation.
         texts: the training documents themselves (skips ``data``/``pool`` sampling).
         keep_model: return the fine-tuned model in ``AttackResult.attacked_model``.
+        repeat: allow ``n`` beyond the corpus (whole shuffled passes; else an error).
+
+    Bad options (an unknown preset or pool, lr <= 0, ``n`` beyond the corpus without
+    ``repeat``) raise ``ValueError`` before any weight is loaded or trained.
     """
     cfg = _as_config(config, **overrides)
+    if pool not in POOLS:
+        raise ValueError(f"pool must be one of {POOLS}, got {pool!r}")
     lm = load_attack_target(model, copy_weights=n > 0)
     if texts is None:
         corpus, pool_label, files = attack_corpus(lm.world_dir, data, pool)
-        sample = sample_texts(corpus, n, seed)
     else:
-        sample, pool_label, files = sample_texts(list(texts), n, seed), "given", []
+        corpus, pool_label, files = list(texts), "given", []
+    sample = sample_texts(corpus, n, seed, repeat=repeat)
     info: dict[str, Any] = {"corpus": files}
+    if cfg.lr is None:
+        lr, family = attack_lr(lm)
+        cfg = replace(cfg, lr=lr)
+        info["lr_family"] = family
     m = lm.model
     if n > 0:
         with torch.random.fork_rng(devices=[]):
@@ -310,4 +376,5 @@ def finetune_attack(model: ModelSpec, n: int, seed: int = 0, *, data: str = "for
         m.eval()
     return run_eval_for(lm, m, attack=cfg.label, data=str(data), pool=pool_label, n=n, seed=seed,
                         mcq=mcq, scoring=scoring, domains=domains, batch_size=batch_size,
-                        config=cfg.to_dict(), info=info, keep_model=keep_model)
+                        config=cfg.to_dict(), info=info, keep_model=keep_model,
+                        sample=sample, corpus_docs=len(corpus))

@@ -23,6 +23,11 @@ metric, value`` plus ``model, scoring, mcq, n_questions, config, cell``. Metrics
               data, pool, N, seed, domain): 0 = no better than never having learned the
               facts, 1 = as good as the original under the same attack. NaN when the
               original and the twin tie.
+``accuracy_taught`` / ``accuracy_restored``, ``recovery_taught`` / ``recovery_restored``
+              the same on the questions whose entity had a document in the attack sample
+              ("taught") and on the others ("restored"; :mod:`.taught`). The three models
+              see the same sample and questions, so the subsets are identical across roles.
+              Counts: ``n_taught``, ``n_restored`` (questions), ``taught_entities``.
 
 ``N = 0`` is the unattacked model: its evaluation is deterministic, so it is computed once
 per model and recorded under every seed. Attacks that use no data (``quantize``) are run
@@ -32,8 +37,10 @@ Results are appended to ``out/results.jsonl`` as each cell (model x attack varia
 seed) finishes (flushed and fsynced), so an interrupted run keeps what it finished; a
 rerun with the same ``out`` skips finished cells (the cell key covers the model, the
 attack and its keyword arguments, the data, pool, N, seed, the domains, the scoring and
-the MCQ files). ``out/results.csv`` (with recovery) and ``out/summary.csv`` (mean and 95 %
-t-interval over seeds, :func:`summarize`) are rewritten at the end.
+the MCQ files, and for the ``lora`` preset the lr its model family resolves to).
+``out/results.csv`` (with recovery) and ``out/summary.csv`` (mean and 95 % t-interval over
+seeds, :func:`summarize`; the interval is :func:`interp_unlearn.stats.t_interval`) are
+rewritten at the end.
 """
 
 from __future__ import annotations
@@ -43,7 +50,7 @@ import json
 import math
 import os
 import warnings
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -52,12 +59,14 @@ import torch
 
 from ..loading import LoadedModel, load_model, resolve
 from ..organism import META_FILE
+from ..stats import t_interval
 from .common import ModelSpec, model_label, related_models, resolve_mcqs
-from .finetune import finetune_attack
+from .finetune import attack_lr, finetune_attack
 from .head_restore import head_restore_attack
 from .in_context import in_context_attack
 from .orthogonalize import orthogonalize_attack
 from .quantize import quantize_attack
+from .store_io import _append, parse_list, parse_seeds, read_results
 
 __all__ = ["ATTACKS", "RESULTS_FILE", "ROLES", "SAMPLE_FREE", "add_recovery", "parse_list",
            "parse_seeds", "read_results", "run_attack", "run_floor", "summarize", "t_interval"]
@@ -78,22 +87,6 @@ _GROUP = ["attack", "config", "data", "pool", "N", "seed", "domain"]
 # ------------------------------------------------------------------------------ stats
 
 
-def t_interval(values: Sequence[float], confidence: float = 0.95) -> tuple[float, float, float]:
-    """``(mean, low, high)``: Student-t interval ``mean +- t_{(1+c)/2, n-1} s / sqrt(n)``
-    (NaN bounds with fewer than two values)."""
-    vals = [float(v) for v in values if v is not None and not math.isnan(float(v))]
-    if not vals:
-        return float("nan"), float("nan"), float("nan")
-    n = len(vals)
-    mean = sum(vals) / n
-    if n < 2:
-        return mean, float("nan"), float("nan")
-    sd = math.sqrt(sum((v - mean) ** 2 for v in vals) / (n - 1))
-    from scipy.stats import t
-    half = float(t.ppf((1 + confidence) / 2, n - 1)) * sd / math.sqrt(n)
-    return mean, mean - half, mean + half
-
-
 def summarize(df: pd.DataFrame, confidence: float = 0.95) -> pd.DataFrame:
     """Mean and ``confidence`` t-interval over seeds for every (method, role, attack,
     data, pool, N, domain, metric): columns ``mean, sd, ci95_low, ci95_high, n_seeds``."""
@@ -110,58 +103,38 @@ def summarize(df: pd.DataFrame, confidence: float = 0.95) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
+RECOVERED = {"accuracy": "recovery", "accuracy_taught": "recovery_taught",
+             "accuracy_restored": "recovery_restored"}
+
+
 def add_recovery(df: pd.DataFrame) -> pd.DataFrame:
-    """Append ``recovery`` rows for the target (see the module docstring)."""
-    df = df[df["metric"] != "recovery"]
-    acc = df[(df["metric"] == "accuracy") & (df["domain"] == "forget")]
-    if acc.empty or not {"target", "twin", "original"} <= set(acc["role"]):
-        return df.reset_index(drop=True)
-    ref = {role: acc[acc["role"] == role].set_index(_GROUP)["value"]
-           for role in ("twin", "original")}
-    ref = {r: s[~s.index.duplicated()] for r, s in ref.items()}
+    """Append ``recovery`` (and ``recovery_taught`` / ``recovery_restored``) rows for the
+    target (see the module docstring)."""
+    df = df[~df["metric"].isin(list(RECOVERED.values()))]
     new = []
-    for _, row in acc[acc["role"] == "target"].iterrows():
-        k = tuple(row[c] for c in _GROUP)
-        if k not in ref["twin"].index or k not in ref["original"].index:
+    for acc_metric, rec_metric in RECOVERED.items():
+        acc = df[(df["metric"] == acc_metric) & (df["domain"] == "forget")]
+        if acc.empty or not {"target", "twin", "original"} <= set(acc["role"]):
             continue
-        tw, orig = float(ref["twin"][k]), float(ref["original"][k])
-        denom = orig - tw
-        value = (float(row["value"]) - tw) / denom if abs(denom) > 1e-12 else float("nan")
-        new.append({**row.to_dict(), "metric": "recovery", "value": value})
-    return pd.concat([df, pd.DataFrame(new)], ignore_index=True) if new else df.reset_index(drop=True)
+        ref = {role: acc[acc["role"] == role].set_index(_GROUP)["value"]
+               for role in ("twin", "original")}
+        ref = {r: s[~s.index.duplicated()] for r, s in ref.items()}
+        for _, row in acc[acc["role"] == "target"].iterrows():
+            k = tuple(row[c] for c in _GROUP)
+            if k not in ref["twin"].index or k not in ref["original"].index:
+                continue
+            tw, orig = float(ref["twin"][k]), float(ref["original"][k])
+            denom = orig - tw
+            value = (float(row["value"]) - tw) / denom if abs(denom) > 1e-12 else float("nan")
+            out = {**row.to_dict(), "metric": rec_metric, "value": value}
+            for col in ("correct_bits", "entity_ids"):
+                out.pop(col, None)
+            new.append(out)
+    return (pd.concat([df, pd.DataFrame(new)], ignore_index=True) if new
+            else df.reset_index(drop=True))
 
 
 # ---------------------------------------------------------------------------- helpers
-
-
-def parse_list(value: Any, cast: Callable[[str], Any] = int) -> list[Any]:
-    """``"0,5,10"`` / ``[0, 5, 10]`` / ``5`` -> a list."""
-    if value is None:
-        return []
-    if isinstance(value, str):
-        return [cast(v.strip()) for v in value.split(",") if v.strip()]
-    if isinstance(value, Iterable):
-        return list(value)
-    return [value]
-
-
-def parse_seeds(seeds: Any) -> list[int]:
-    """An int ``k`` (or the string ``"k"``) means seeds ``0..k-1``; ``"0,3"`` or a list is
-    taken as is; repeats are an error."""
-    if isinstance(seeds, bool):
-        raise TypeError("seeds must be an int count or a list of ints, not a bool")
-    if isinstance(seeds, int):
-        if seeds < 1:
-            raise ValueError(f"seeds must be >= 1, got {seeds}")
-        return list(range(seeds))
-    if isinstance(seeds, str) and seeds.strip().isdigit():
-        return parse_seeds(int(seeds.strip()))
-    out = [int(s) for s in parse_list(seeds)]
-    if not out:
-        raise ValueError("no seeds given")
-    if len(set(out)) != len(out):
-        raise ValueError(f"seeds repeat: {out}")
-    return out
 
 
 class _Describe:
@@ -185,42 +158,6 @@ def _jsonable(v: Any) -> Any:
 def _cell_key(**parts: Any) -> str:
     s = json.dumps(_jsonable(parts), sort_keys=True)
     return hashlib.sha1(s.encode()).hexdigest()[:16]
-
-
-def read_results(path: str | os.PathLike) -> list[dict]:
-    """Every complete JSON object line of ``path`` (missing file: ``[]``; lines cut by an
-    interruption are skipped)."""
-    path = Path(path)
-    rows: list[dict] = []
-    if not path.is_file():
-        return rows
-    with path.open() as f:
-        for line in f:
-            line = line.strip()
-            if not line:
-                continue
-            try:
-                row = json.loads(line)
-            except json.JSONDecodeError:  # a line cut by an interruption
-                continue
-            if isinstance(row, dict):
-                rows.append(row)
-    return rows
-
-
-def _append(path: Path, rows: list[dict]) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    cut = False
-    if path.is_file() and path.stat().st_size:
-        with path.open("rb") as f:
-            f.seek(-1, os.SEEK_END)
-            cut = f.read(1) != b"\n"  # a write cut by a kill: end that line first
-    with path.open("a") as f:
-        if cut:
-            f.write("\n")
-        f.write("".join(json.dumps(r, default=str) + "\n" for r in rows))
-        f.flush()
-        os.fsync(f.fileno())
 
 
 # ------------------------------------------------------------------------------- floor
@@ -313,6 +250,13 @@ def run_floor(target: ModelSpec, attack: str = "finetune", *, data: str = "forge
     done = {k: v for k, v in done.items() if {(r["domain"], r["metric"]) for r in v} >= needed}
 
     kw_for_key = {k: v for k, v in common_kw.items() if k not in ("progress",)}
+    if attack == "finetune" and common_kw.get("lr") is None:
+        from .finetune import FinetuneAttackConfig
+        cfg = common_kw.get("config")
+        preset_lr = (FinetuneAttackConfig.preset(cfg).lr if isinstance(cfg, str) or cfg is None
+                     else cfg.lr)
+        if preset_lr is None:  # the family's ATTACK_LR: a changed default is a new cell
+            kw_for_key["_lr_resolved"] = attack_lr(tlm)[0]
     mcq_names = {d: (str(v) if isinstance(v, Path) else f"<{len(v)} questions>")
                  for d, v in mcqs.items()}
 

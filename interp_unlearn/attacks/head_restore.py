@@ -15,12 +15,18 @@ training *only* them. Two modes:
     never touches them).
 ``delta``
     A vector ``delta[l, h]`` is learnt at each selected head's output, ``z <- z + delta``
-    at ``blocks.{l}.attn.hook_z`` (:class:`interp_unlearn.interventions.HeadPerturbation`,
-    initialised at 0, unbounded): the attack ALMPU's phase 2 simulates, without the
-    epsilon-ball. Applied with a forward pre-hook on the HF ``o_proj`` whose input,
-    viewed as ``[batch, pos, n_heads, d_head]``, *is* ``hook_z`` (verified in
-    ``notes/bridge_findings.md`` section 5); the hooks stay on while the attacked model is
-    evaluated and are removed afterwards.
+    at ``blocks.{l}.attn.hook_z``: the same
+    :class:`~interp_unlearn.interventions.adversary.HeadAdversary` ALMPU trains against,
+    initialised at 0, with objective ``ce`` (minimise the attack documents' CE, i.e.
+    restore the knowledge). **Unbounded by default**; ``kappa=`` gives each head the radius
+    ``κ · E‖z_{l,h}‖`` (measured on the attack documents, as ALMPU measures on forget
+    text) and ``epsilon=`` an absolute radius, with a projection after every optimiser
+    step. Applied with a forward pre-hook on the HF ``o_proj`` whose input, viewed as
+    ``[batch, pos, n_heads, d_head]``, *is* ``hook_z`` (``notes/bridge_findings.md``
+    section 5); the hooks stay on while the attacked model is evaluated and are removed
+    afterwards. ``info`` reports ``delta_norms`` and, when bounded, ``radii`` and
+    ``delta_over_eps``. Pass ``heads=`` explicitly to attack a model at another model's
+    heads (e.g. RMU at ALMPU's).
 
 Training recipe: the fine-tuning attack's loop and its ``lora`` preset schedule
 (Łucki et al.: 3 epochs, batch 1, linear schedule with 5 % warm-up, AdamW, weight decay
@@ -69,6 +75,27 @@ def resolve_heads(heads: Any, lm: Any) -> list[tuple[int, int]]:
     return [tuple(h) for h in validate_heads(heads, lm.model)]  # type: ignore[misc]
 
 
+def _text_batches(tokenizer: Any, texts: Sequence[str], model: nn.Module, size: int = 8
+                  ) -> list[tuple[torch.Tensor, torch.Tensor]]:
+    """``(input_ids, attention_mask)`` batches of ``texts`` (right-padded, truncated to the
+    model's context) to measure the head norms a κ-relative radius is relative to."""
+    limit = int(getattr(model.config, "max_position_embeddings", 1024) or 1024)
+    device = next(model.parameters()).device
+    out = []
+    pad = getattr(tokenizer, "pad_token_id", None)
+    pad = int(pad) if pad is not None else 0
+    for i in range(0, len(texts), size):
+        enc = [list(t)[:limit] for t in tokenizer(list(texts[i:i + size]))["input_ids"]]
+        enc = [t for t in enc if t]
+        if not enc:
+            continue
+        width = max(len(t) for t in enc)
+        ids = torch.tensor([t + [pad] * (width - len(t)) for t in enc], device=device)
+        mask = torch.tensor([[1] * len(t) + [0] * (width - len(t)) for t in enc], device=device)
+        out.append((ids, mask))
+    return out
+
+
 def _attn(model: nn.Module, layer: int) -> nn.Module:
     return decoder_layers(model)[layer].self_attn
 
@@ -111,12 +138,20 @@ def head_restore_attack(model: ModelSpec, n: int, seed: int = 0, *, heads: Any =
                         config: FinetuneAttackConfig | str | None = None, lr: float | None = None,
                         mcq: Any = None, scoring: str | None = None,
                         domains: Sequence[str] = ("forget",), batch_size: int = 32,
-                        keep_model: bool = False, progress: bool = False, **_: Any) -> AttackResult:
+                        keep_model: bool = False, progress: bool = False,
+                        kappa: float | None = None, epsilon: float | None = None,
+                        **_: Any) -> AttackResult:
     """Train only the selected heads of a copy of ``model`` on ``n`` attack documents
     (see the module docstring) and evaluate it. ``keep_model`` (``weights`` mode) returns
-    the trained copy in ``AttackResult.attacked_model``."""
+    the trained copy in ``AttackResult.attacked_model``. ``kappa`` / ``epsilon`` bound the
+    ``delta`` mode's vectors (default: unbounded)."""
     if mode not in HEAD_RESTORE_MODES:
         raise ValueError(f"mode must be one of {HEAD_RESTORE_MODES}, got {mode!r}")
+    from ..interventions.adversary import check_radius_options
+
+    check_radius_options(kappa, epsilon)
+    if mode == "weights" and (kappa is not None or epsilon is not None):
+        raise ValueError("kappa / epsilon bound the 'delta' mode only (mode='weights' given)")
     base = (FinetuneAttackConfig.preset(config) if isinstance(config, str)
             else config or FinetuneAttackConfig.preset("lora"))
     cfg = replace(base, method="full", lr=lr if lr is not None else (
@@ -125,6 +160,7 @@ def head_restore_attack(model: ModelSpec, n: int, seed: int = 0, *, heads: Any =
     head_list = resolve_heads(heads, lm)
     corpus, pool_label, files = attack_corpus(lm.world_dir, data, pool)
     config_d = {"mode": mode, "heads": [list(h) for h in head_list],
+                **({"kappa": kappa, "epsilon": epsilon} if mode == "delta" else {}),
                 **{k: v for k, v in cfg.to_dict().items() if k != "method"}}
     info: dict[str, Any] = {"corpus": files}
     m = lm.model
@@ -163,26 +199,23 @@ def head_restore_attack(model: ModelSpec, n: int, seed: int = 0, *, heads: Any =
                                 seed=seed, mcq=mcq, scoring=scoring, domains=domains,
                                 batch_size=batch_size, config=config_d, info=info,
                                 keep_model=keep_model)
-        from ..interventions import HeadPerturbation
+        from ..interventions.adversary import HeadAdversary
 
-        dims = model_dims(m)
-        pert = HeadPerturbation(head_list, dims["d_head"], sigma=0.0, seed=seed)
-        pert.to(next(m.parameters()).device)
-
-        def pre_hook(layer: int):
-            def hook(mod, args):
-                x = args[0]
-                z = x.view(*x.shape[:-1], dims["n_heads"], dims["d_head"])
-                return (pert(z, layer).reshape(x.shape), *args[1:])
-            return hook
-
-        for layer in pert.layers:
-            handles.append(_attn(m, layer).o_proj.register_forward_pre_hook(pre_hook(layer)))
-        info["n_trained"] = int(pert.delta.numel())
-        info.update(train_on_texts(m, lm.tokenizer, texts, cfg, seed, params=[pert.delta],
-                                   progress=progress))
-        info["delta_norms"] = [round(float(x), 5) for x in pert.norms()]
-        pert.delta.requires_grad_(False)
+        adv = HeadAdversary(m, head_list, kappa=kappa, epsilon=epsilon, sigma=0.0, seed=seed,
+                            objective="ce", lr=cfg.lr,
+                            batches=(_text_batches(lm.tokenizer, texts, m)
+                                     if kappa is not None and epsilon is None else None))
+        handles.extend(adv.add_hooks(m))
+        adv.param.requires_grad_(True)
+        info["n_trained"] = int(adv.param.numel())
+        info["objective"] = "ce"
+        info.update(train_on_texts(m, lm.tokenizer, texts, cfg, seed, params=[adv.param],
+                                   after_step=adv.project_, progress=progress))
+        info["delta_norms"] = [round(float(x), 5) for x in adv.norms()]
+        if adv.radii is not None:
+            info["radii"] = [round(float(x), 5) for x in adv.radii]
+            info["delta_over_eps"] = [round(float(x), 4) for x in adv.norms() / adv.radii]
+        adv.param.requires_grad_(False)
         return run_eval_for(lm, m, attack=label, data=str(data), pool=pool_label, n=n, seed=seed,
                             mcq=mcq, scoring=scoring, domains=domains, batch_size=batch_size,
                             config=config_d, info=info)

@@ -1,11 +1,12 @@
 """The attention-head sensitivity heatmap (ALMPU Fig. 4): ``||A[l, h]||_2`` per head.
 
-Scores are normalised by their maximum (the strongest head is 1, a head with ``A = 0``
-is 0), drawn with layers on the y axis (layer 0 at the top, like a matrix) and heads on
-the x axis, in the colour-blind-safe, perceptually uniform sequential scale *viridis*
-(dark = low, yellow = high). Selected heads (the top-K) are marked with a white star
-outlined in black, visible on both ends of the scale. Hovering a cell shows the raw
-score and the rank.
+Absolute scores, with the colour bar running from 0 to the largest score, so a map whose
+heads all sit at the same small value reads as flat (a min-max or score/max scale would
+stretch noise-level differences over the whole palette). Layers on the y axis (layer 0
+at the top, like a matrix) and heads on the x axis, in the colour-blind-safe,
+perceptually uniform sequential scale *viridis* (dark = low, yellow = high). Selected
+heads (the top-K) are marked with a white star outlined in black, visible on both ends
+of the scale. Hovering a cell shows the score, its share of the maximum and the rank.
 """
 
 from __future__ import annotations
@@ -43,9 +44,9 @@ def score_grid(scores_df: pd.DataFrame) -> np.ndarray:
 
 def sensitivity_heatmap(scores_df: pd.DataFrame,
                         selected: Iterable[Sequence[int]] | None = None,
-                        title: str = "Attention-head sensitivity ‖A[l,h]‖₂ (normalised)",
+                        title: str = "Attention-head sensitivity ‖A[l,h]‖₂",
                         ) -> go.Figure:
-    """Heatmap of the normalised head scores, with the selected heads starred.
+    """Heatmap of the absolute head scores (colour bar from 0), selected heads starred.
 
     Args:
         scores_df: Tidy scores, one row per head: ``layer, head, score`` (``rank``
@@ -55,13 +56,15 @@ def sensitivity_heatmap(scores_df: pd.DataFrame,
 
     Returns:
         A ``plotly.graph_objects.Figure``: trace 0 is the ``Heatmap`` with ``z`` of shape
-        ``[n_layers, n_heads]`` (normalised to ``score / max``); trace 1, when
-        ``selected`` is given, the ``Scatter`` of star markers.
+        ``[n_layers, n_heads]`` (the scores themselves), ``zmin = 0`` (or the lowest
+        score when some are negative, e.g. contrast attribution scores) and ``zmax`` the
+        largest score (``zmin + 1`` when all equal ``zmin``); trace 1, when ``selected``
+        is given, the ``Scatter`` of star markers.
     """
     grid = score_grid(scores_df)
     n_layers, n_heads = grid.shape
-    peak = float(grid.max())
-    z = grid / peak if peak > 0 else np.zeros_like(grid)
+    peak, low = float(grid.max()), min(0.0, float(grid.min()))
+    share = grid / peak if peak > 0 else np.zeros_like(grid)
     if "rank" in scores_df.columns:
         ranks = np.zeros((n_layers, n_heads), dtype=int)
         ranks[scores_df["layer"].astype(int).to_numpy(), scores_df["head"].astype(int).to_numpy()] = \
@@ -75,11 +78,12 @@ def sensitivity_heatmap(scores_df: pd.DataFrame,
     layers = list(range(n_layers))
     fig = go.Figure()
     fig.add_trace(go.Heatmap(
-        z=z, x=heads, y=layers, zmin=0.0, zmax=1.0, colorscale=COLORSCALE,
-        customdata=np.dstack([grid, ranks]),
-        hovertemplate=("layer %{y}, head %{x}<br>score ‖A‖₂ = %{customdata[0]:.4g}"
-                       "<br>normalised = %{z:.3f}<br>rank %{customdata[1]}<extra></extra>"),
-        colorbar=dict(title=dict(text="score / max", side="right")),
+        z=grid, x=heads, y=layers, zmin=low, zmax=peak if peak > low else low + 1.0,
+        colorscale=COLORSCALE, customdata=np.dstack([share, ranks]),
+        hovertemplate=("layer %{y}, head %{x}<br>score ‖A‖₂ = %{z:.4g}"
+                       "<br>score / max = %{customdata[0]:.3f}<br>rank %{customdata[1]}"
+                       "<extra></extra>"),
+        colorbar=dict(title=dict(text="‖A[l,h]‖₂", side="right"), exponentformat="e"),
         xgap=1, ygap=1, name="sensitivity",
     ))
     if selected is not None:

@@ -12,8 +12,11 @@ The **full** protocol is the paper's grid (``/work/shared/reference/almpu-paper.
   early / middle / late / all layers vs the adaptive top-K; both attacked at N = 0/25/50;
 * the logit lens of every method (Fig. 5) and the head-sensitivity heatmap (Fig. 4).
 
-The attack is the Łucki et al. LoRA preset (:data:`~interp_unlearn.attacks.FINETUNE_PRESETS`,
-rank 128, lr 2e-4, 3 epochs) on the paper's data protocol ``pool="same"``: forget
+The attack is the ``lora`` preset (:data:`~interp_unlearn.attacks.FINETUNE_PRESETS`): Łucki
+et al.'s LoRA recipe (rank 128, 3 epochs) with the learning rate scaled to the model family
+(:data:`~interp_unlearn.attacks.finetune.ATTACK_LR`: calibrated on the organism by the E3
+sweep, Łucki's 2e-4 on Zephyr); ``attack_config="paper"`` keeps 2e-4 on every model. It
+runs on the paper's data protocol ``pool="same"``: forget
 documents of every pool, the scored facts included (the never-learned twin, attacked
 alike, shows what the attack teaches). Unlearning uses each method's automatic preset
 (``organism`` / ``organism-micro`` for organisms).
@@ -110,13 +113,22 @@ class ReproduceConfig:
             :data:`LOCATION_VARIANTS`); an empty list skips the table; ``None``: all of
             them when ``methods`` has ALMPU, else none.
         ablation_seeds: seeds of Tables 3/4 (``None``: ``seeds``).
-        top_k: ALMPU's K (``None``: LoFiT's 10 % of all heads).
-        localize: :class:`~interp_unlearn.localize.LocalizeConfig` field overrides.
+        top_k: ALMPU's K (``None``: the model family's,
+            :func:`interp_unlearn.presets.localize_config`: **4** for the shipped organism,
+            LoFiT's 10 % of all heads for the micro organism).
+        localize: :class:`~interp_unlearn.localize.LocalizeConfig` field overrides (on top
+            of the family's defaults). Phase 1 runs once per seed; seed ``s``'s ALMPU
+            models use the heads localized with seed ``s``.
         unlearn: per-method :class:`~interp_unlearn.unlearn.UnlearnConfig` field
             overrides, ``{"rmu": {...}, "*": {...}}`` (``*``: every method; a method's own
             entry wins; ``params`` are merged).
         attack: the attack of every table (:data:`~interp_unlearn.attacks.ATTACKS`).
-        attack_config: fine-tuning preset (``lora`` | ``full``); attack_overrides: its fields.
+        attack_config: fine-tuning preset (``lora``: lr scaled to the model family,
+            ``paper``: Łucki's lr 2e-4, ``full``); attack_overrides: its fields (checked
+            when the config is built, e.g. ``{"lr": 1e-3}``).
+        repeat_documents: let ``N`` exceed the attack corpus by repeating documents (Table
+            2's N = 500 draws from the organism's 300 general documents: N/300 effective
+            epochs; the tables say so); ``False`` makes such an ``N`` an error.
         pool: forget-data pool: ``same`` (paper) or ``attack`` (disjoint facts).
         forget_data, unrelated_data: attack corpora (``forget`` / ``unrelated`` or JSONL paths).
         attack_domains: MCQ domains scored after each attack; lens_domains: for the lens.
@@ -147,6 +159,7 @@ class ReproduceConfig:
     attack: str = "finetune"
     attack_config: str = "lora"
     attack_overrides: dict[str, Any] = field(default_factory=dict)
+    repeat_documents: bool = True
     pool: str = "same"
     forget_data: str = "forget"
     unrelated_data: str = "unrelated"
@@ -203,6 +216,12 @@ class ReproduceConfig:
             raise ValueError(f"attack {self.attack!r} unknown; valid: {sorted(ATTACKS)}")
         if self.pool not in ("same", "attack"):
             raise ValueError(f"pool must be 'same' or 'attack', got {self.pool!r}")
+        if self.attack == "finetune":  # bad presets / fields / lr fail here, not mid-grid
+            from ..attacks.finetune import FinetuneAttackConfig
+            FinetuneAttackConfig.preset(self.attack_config, **self.attack_overrides)
+        if not isinstance(self.repeat_documents, bool):
+            raise ValueError(f"repeat_documents must be true or false, got "
+                             f"{self.repeat_documents!r}")
         if self.top_k is not None and (isinstance(self.top_k, bool) or int(self.top_k) < 1):
             raise ValueError(f"top_k must be a positive int or None, got {self.top_k!r}")
         bad = sorted(set(self.unlearn) - set(valid) - {"*"})
@@ -255,6 +274,7 @@ class ReproduceConfig:
         kw = dict(self.attack_overrides)
         if self.attack == "finetune":
             kw["config"] = self.attack_config
+            kw["repeat"] = self.repeat_documents
         return kw
 
     # --------------------------------------------------------------- persistence

@@ -7,6 +7,9 @@
 ``fig3_robustness_forget``    UE vs N per method on forget data, twin floor and original
                               (Fig. 3 / Table 1);
 ``fig3_recovery_forget``      the same attacks as recovery (0 = twin, 1 = original);
+``fig3_recovery_restored_forget`` recovery on the restored questions only (entities with
+                              no document in the attack sample; see
+                              :mod:`interp_unlearn.attacks.taught`);
 ``table2_robustness_unrelated`` UE vs N on unrelated data (Table 2 as a figure);
 ``fig5_logit_lens_forget`` / ``fig5_logit_lens_retain``  lens accuracy per block (Fig. 5);
 ``table3_head_selection`` / ``table4_location``  ALMPU ablation bars.
@@ -42,7 +45,7 @@ __all__ = ["FIGURES", "build_figures", "draw_figures", "save_figures"]
 #: Wall-clock limit of the static export (all figures, one browser), in seconds.
 STATIC_TIMEOUT = 600.0
 FIGURES = ("fig4_head_sensitivity", "fig3_robustness_forget", "fig3_recovery_forget",
-           "table2_robustness_unrelated", "fig5_logit_lens_forget", "fig5_logit_lens_retain",
+           "fig3_recovery_restored_forget", "table2_robustness_unrelated", "fig5_logit_lens_forget", "fig5_logit_lens_retain",
            "table3_head_selection", "table4_location")
 
 
@@ -82,6 +85,10 @@ def build_figures(run_dir: str | Path) -> dict[str, Any]:
     if df.empty:
         return figs
     loc = df[(df["kind"] == "localize") & df["layer"].notna()] if "layer" in df.columns else df[:0]
+    seed_note = ""
+    if not loc.empty and "seed" in loc.columns and loc["seed"].notna().any():
+        first = loc["seed"].dropna().min()  # one seed's map (each seed localizes on its own)
+        loc, seed_note = loc[loc["seed"] == first], f"seed {int(first)}, "
     if not loc.empty:
         wide = loc.pivot_table(index=["layer", "head"], columns="metric", values="value",
                                aggfunc="first").reset_index()
@@ -90,7 +97,7 @@ def build_figures(run_dir: str | Path) -> dict[str, Any]:
                if s]
         figs["fig4_head_sensitivity"] = sensitivity_heatmap(
             wide[["layer", "head", "score", "rank"]], sel,
-            title=f"{cfg.model}: head sensitivity ‖A[l,h]‖₂ / max (top-{len(sel)} starred)")
+            title=f"{cfg.model}: head sensitivity ‖A[l,h]‖₂ ({seed_note}top-{len(sel)} starred)")
     t1 = _attack_rows(df, "table1", "forget", cfg.table1_sizes)
     if not t1.empty and (t1["kind"] == "attack").any():
         figs["fig3_robustness_forget"] = robustness_curves(
@@ -99,6 +106,13 @@ def build_figures(run_dir: str | Path) -> dict[str, Any]:
             figs["fig3_recovery_forget"] = robustness_curves(
                 t1, data="forget", metric="recovery",
                 title=f"{cfg.model}: recovery under fine-tuning on forget data")
+        restored = t1[t1["metric"] == "recovery_restored"]
+        if not restored.empty:  # drawn as "recovery" on the restored questions
+            figs["fig3_recovery_restored_forget"] = robustness_curves(
+                pd.concat([t1[t1["metric"] != "recovery"], restored.assign(metric="recovery")],
+                          ignore_index=True), data="forget", metric="recovery",
+                title=f"{cfg.model}: recovery on restored questions (entity not in the "
+                      "attack sample)")
     t2 = _attack_rows(df, "table2", "unrelated", cfg.table2_sizes)
     if not t2.empty and (t2["kind"] == "attack").any():
         figs["table2_robustness_unrelated"] = robustness_curves(

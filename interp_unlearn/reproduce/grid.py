@@ -6,7 +6,9 @@
 ``manifest.json``          versions, git commit, seeds, start/end of every invocation;
 ``plan.json``              the cells of this configuration (key, label, kind ...);
 ``results.jsonl``          the append-only store (:mod:`.store`); ``results.csv`` its tidy dump;
-``localize/``              phase-1 output (``scores.csv``, ``selected_heads.json`` ...);
+``localize/``              phase-1 output per seed (``seed{s}/scores.csv``,
+                           ``selected_heads.json`` ...: seed ``s``'s ALMPU models use
+                           ``seed{s}``'s heads) and ``stability.json`` across the seeds;
 ``checkpoints/``           one HF checkpoint per unlearned model and seed
                            (``{method}-{fingerprint}-seed{s}``: models with identical
                            method, heads, seed and overrides share one);
@@ -74,7 +76,7 @@ class GridRunner:
         self.cfg = config
         self.out = Path(out)
         self.plan = build_plan(config)
-        self._loc: Any = None
+        self._loc: dict[int, Any] = {}
         self._rmu_layer: int | None = None
 
     # ------------------------------------------------------------------ files
@@ -154,6 +156,7 @@ class GridRunner:
                     bar.update(1)
         finally:
             bar.close()
+        self.write_localize_stability()
         df = load_results(self.out)
         df.to_csv(self.out / "results.csv", index=False)
         outputs: dict[str, Any] = {}
@@ -174,14 +177,33 @@ class GridRunner:
         return fn(cell)
 
     # ------------------------------------------------------------ helpers
-    def localization(self) -> Any:
+    def localize_dir(self, seed: int) -> Path:
+        """Where seed ``seed``'s localization lives."""
+        return self.out / LOCALIZE_DIR / f"seed{int(seed)}"
+
+    def localization(self, seed: int) -> Any:
+        """Seed ``seed``'s phase-1 result (written by its localize cell)."""
         from ..localize import LocalizationResult
-        if self._loc is None:
-            d = self.out / LOCALIZE_DIR
+        seed = int(seed)
+        if seed not in self._loc:
+            d = self.localize_dir(seed)
             if not (d / "scores.csv").is_file():
-                raise FileNotFoundError(f"{d} has no scores.csv: the localize cell has not run")
-            self._loc = LocalizationResult.load(d)
-        return self._loc
+                raise FileNotFoundError(f"{d} has no scores.csv: the localize cell of seed "
+                                        f"{seed} has not run")
+            self._loc[seed] = LocalizationResult.load(d)
+        return self._loc[seed]
+
+    def write_localize_stability(self) -> Path | None:
+        """``localize/stability.json`` over every seed localized so far (scale vs dither
+        per seed; Spearman and top-K Jaccard across seeds); ``None`` if none ran."""
+        from ..localize import STABILITY_FILE, stability_report, write_stability
+        seeds = sorted({int(c.seed) for c in self.plan if c.kind == "localize"})
+        runs = {s: self.localization(s) for s in seeds
+                if (self.localize_dir(s) / "scores.csv").is_file()}
+        if not runs:
+            return None
+        report = stability_report(runs, len(next(iter(runs.values())).selected))
+        return write_stability(self.out / LOCALIZE_DIR / STABILITY_FILE, report)
 
     def meta_lm(self) -> LoadedModel:
         """The base model's name, path and metadata, without its weights."""
@@ -208,7 +230,7 @@ class GridRunner:
         from ..selection import select_heads
         if model_method(model_id) != "almpu":
             return None
-        loc = self.localization()
+        loc = self.localization(seed)
         if model_id == "almpu":
             return [tuple(h) for h in loc.selected]
         variant = model_id[len("almpu["):-1]
@@ -239,18 +261,23 @@ class GridRunner:
 
     # ------------------------------------------------------------ cell kinds
     def _localize(self, cell: Cell) -> list[dict[str, Any]]:
-        from ..localize import LocalizeConfig, localize
+        from ..localize import localize
+        from ..presets import localize_config
         from ..world import World
-        cfg = self.cfg
+        cfg, seed = self.cfg, int(cell.seed)
         lm = load_model(cfg.model, device=cfg.device)
         if lm.world_dir is None:
             raise ValueError(f"{cfg.model} carries no synthetic world: localization needs its "
                              "forget documents (real models are not supported by reproduce yet)")
-        lcfg = LocalizeConfig.from_dict({**cfg.localize, "top_k": cfg.top_k})
+        # the family's defaults (the organism's K = 4), the run's overrides, this seed
+        over = {**cfg.localize, "seed": seed, "seeds": None}
+        if cfg.top_k is not None:
+            over["top_k"] = cfg.top_k
+        lcfg = localize_config(lm, **over)
         res = localize(lm.model, lm.tokenizer, World.load(lm.world_dir), lcfg,
                        progress=cfg.progress, model_name=cfg.model)
-        res.save(self.out / LOCALIZE_DIR)
-        self._loc = None
+        res.save(self.localize_dir(seed))
+        self._loc.pop(seed, None)
         sel = set(res.selected)
         rows = []
         for r in res.scores.itertuples():

@@ -11,7 +11,7 @@ order cells finish.
 
 A cell starts only when the cells it reads have finished (:func:`dependencies`):
 
-* ALMPU unlearning reads the localization (its heads);
+* ALMPU unlearning of seed ``s`` reads the localization of seed ``s`` (its heads);
 * a method's logit lens reads that method's unlearned checkpoint;
 * an attack reads the unlearned checkpoint and the twin/original attacked with the same
   ``N``, data and seed (the ``reference`` cell), which it finds in the floor cache instead
@@ -57,14 +57,14 @@ def auto_workers(device: str) -> int:
 def dependencies(plan: list[Cell]) -> dict[str, set[str]]:
     """``{cell key: keys of the cells it reads}`` (see the module docstring). A dependency
     that is not in ``plan`` is left out (it cannot be waited for)."""
-    localize = [c.key for c in plan if c.kind == "localize"]
+    localize = {c.seed: c.key for c in plan if c.kind == "localize"}
     unlearn = {(c.model, c.seed): c.key for c in plan if c.kind == "unlearn"}
     reference = {(c.data, c.N, c.seed): c.key for c in plan if c.kind == "reference"}
     deps: dict[str, set[str]] = {}
     for c in plan:
         need: set[str] = set()
         if c.kind == "unlearn" and model_method(c.model) == "almpu":
-            need.update(localize)
+            need.add(localize.get(c.seed, ""))
         elif c.kind == "lens" and c.model not in REFERENCE_METHOD:
             need.add(unlearn.get((c.model, c.seed), ""))
         elif c.kind == "attack":

@@ -2,7 +2,9 @@
 
 A :class:`Cell` is the unit of work that is written to the results store at once:
 
-``localize``   phase 1 on the forget corpus (once): head scores and the top-K;
+``localize``   phase 1 for one seed: head scores and the top-K (one cell per seed; the
+               ALMPU models of seed ``s`` -- Table 1 and every Table 3/4 variant -- use
+               the heads localized with seed ``s``, so selection variance is sampled);
 ``unlearn``    one unlearned model (method or ALMPU ablation variant) for one seed;
 ``lens``       the logit lens of one model (a method's, or the original / the twin);
 ``reference``  the twin and the original attacked with ``N`` samples of one data kind
@@ -112,14 +114,20 @@ class _Specs:
 
     def __init__(self, cfg: ReproduceConfig):
         self.cfg = cfg
-        self.localize = {"model": cfg.model, "localize": cfg.localize, "top_k": cfg.top_k}
+
+    def localize(self, seed: int) -> dict[str, Any]:
+        c = self.cfg
+        # "phase1": bumped when the default objective / K changed, so a rerun does not
+        # reuse localizations (and ALMPU models) made under the old defaults.
+        return {"model": c.model, "localize": c.localize, "top_k": c.top_k, "seed": seed,
+                "phase1": 2}
 
     def unlearn(self, model_id: str, seed: int) -> dict[str, Any]:
         method = model_method(model_id)
         d: dict[str, Any] = {"model": self.cfg.model, "id": model_id, "seed": seed,
                              "overrides": self.cfg.unlearn_overrides(method)}
-        if method == "almpu":  # heads come from the localization
-            d["localize"] = self.localize
+        if method == "almpu":  # heads come from this seed's localization
+            d["localize"] = self.localize(seed)
         return d
 
     def attack(self, data: str, n: int, seed: int) -> dict[str, Any]:
@@ -144,14 +152,16 @@ def build_plan(cfg: ReproduceConfig) -> list[Cell]:
             seen.add(cell.key)
             cells.append(cell)
 
-    add(Cell("localize", "localize", "", "", None, None, None, _spec(kind="localize", **sp.localize)))
+    seeds = list(dict.fromkeys(cfg.seeds + cfg.all_ablation_seeds))
+    for seed in seeds:
+        add(Cell("localize", "localize", "", "", seed, None, None,
+                 _spec(kind="localize", **sp.localize(seed))))
     first = cfg.seeds[0]
     for role, label in REFERENCE_METHOD.items():
         add(Cell("lens", "lens", role, label, first, None, None,
                  _spec(kind="lens", model=cfg.model, role=role, **sp.lens())))
     t3 = [(v, TABLE3_MODEL[v]) for v in cfg.head_variants]
     t4 = [(v, TABLE4_MODEL[v]) for v in cfg.location_variants]
-    seeds = list(dict.fromkeys(cfg.seeds + cfg.all_ablation_seeds))
     for seed in seeds:
         main = seed in cfg.seeds
         ablate = seed in cfg.all_ablation_seeds

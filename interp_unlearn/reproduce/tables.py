@@ -3,7 +3,10 @@
 Every table is computed from :func:`~.store.load_results` alone, so ``figures --run``
 rebuilds it without recomputing anything. A cell of a table is the **mean over seeds**
 of the stored values; with more than one seed it also has the 95 % Student-t interval
-(:func:`~interp_unlearn.attacks.t_interval`), printed as ``mean ± half-width``.
+(:func:`interp_unlearn.stats.t_interval`), printed as ``mean ± half-width``. That is the
+one "±" convention of every table, and each states it in a line under it
+(:data:`interp_unlearn.stats.PM_NOTE`); a bootstrap interval is printed ``mean [low, high]``
+and its row says ``bootstrap``.
 
 ``table1_finetune_forget``   UE (%) after fine-tuning on N forget-corpus documents,
                              methods x N, plus the original and the never-learned twin
@@ -13,13 +16,23 @@ of the stored values; with more than one seed it also has the 95 % Student-t int
 ``table4_location``          ALMPU's UE by perturbed layers x N;
 ``table1_recovery``          the fraction of the original-minus-twin gap the attack
                              recovers (0: the twin's level, 1: the original's);
+``table1_recovery_restored`` the same on the *restored* questions only: those whose
+                             entity had no document in the attack sample (under the
+                             same-pool protocol the others are partly taught;
+                             :mod:`interp_unlearn.attacks.taught`); the line under it
+                             gives the mean number of taught questions per N;
+``table1_paired``            ALMPU − RMU (and GA-MP − GA) paired by seed, per N: ΔUE and
+                             Δforget accuracy with the paired t-interval and the
+                             seeds x questions bootstrap (:mod:`.paired`);
 ``unlearning``               forget/retain accuracy before and after unlearning, steps and
                              seconds per unlearned model;
 ``timings``                  seconds per cell kind (from the store's done markers).
 
 Each is written as ``.csv`` (long form, full precision: ``row, column, mean, ci95_low,
-ci95_high, n_seeds``), ``.md`` and ``.tex`` (booktabs; the best method per column in
-bold where higher is better).
+ci95_high, n_seeds``), ``.md`` and ``.tex`` (booktabs). The best method of a column is
+bold only when its interval overlaps no other method's (higher is better; never with a
+single seed). Table 2 says under it that N beyond the general corpus repeats documents
+(N / corpus size effective epochs).
 """
 
 from __future__ import annotations
@@ -30,14 +43,16 @@ from pathlib import Path
 
 import pandas as pd
 
-from ..attacks.floor import t_interval
+from ..stats import PAIRED_NOTE, PM_NOTE, t_interval
 from .config import CONFIG_FILE, ReproduceConfig
+from .paired import paired_table
 from .store import DONE_METRIC, load_results
 
 __all__ = ["TABLES", "build_tables", "to_latex", "to_markdown", "write_tables"]
 
 TABLES = ("table1_finetune_forget", "table2_finetune_unrelated", "table3_head_selection",
-          "table4_location", "table1_recovery", "unlearning", "timings")
+          "table4_location", "table1_recovery", "table1_recovery_restored", "table1_paired",
+          "unlearning", "timings")
 REFERENCE_ROWS = ("original", "never-learned")
 CAPTIONS = {
     "table1_finetune_forget": "UE (%, higher = more forgotten) after fine-tuning on N "
@@ -48,6 +63,10 @@ CAPTIONS = {
     "table4_location": "ALMPU UE (%) by perturbation location (K = heads perturbed)",
     "table1_recovery": "Recovery after fine-tuning on N forget documents (0 = twin, "
                        "1 = original)",
+    "table1_recovery_restored": "Recovery on restored questions only (entities with no "
+                                "document in the attack sample)",
+    "table1_paired": "Paired differences by seed after fine-tuning on N forget documents "
+                     "(ΔUE in points, Δforget accuracy as a fraction)",
     "unlearning": "Accuracy before/after unlearning (fraction) and cost",
     "timings": "Run time per cell kind (wall seconds; CPU s: process CPU time)",
 }
@@ -127,6 +146,14 @@ def build_tables(run_dir: str | Path) -> dict[str, pd.DataFrame]:
         out[name] = t
     out["table1_recovery"] = _attack_table(df, "table1", "forget", cfg.methods,
                                            cfg.table1_sizes, metric="recovery", refs=False)
+    rr = _attack_table(df, "table1", "forget", cfg.methods, cfg.table1_sizes,
+                       metric="recovery_restored", refs=False)
+    if not rr.empty:
+        rr.attrs["note"] = _taught_note(df, cfg.table1_sizes)
+    out["table1_recovery_restored"] = rr
+    out["table1_paired"] = paired_table(df, cfg.methods, cfg.table1_sizes)
+    if not out["table2_finetune_unrelated"].empty:
+        out["table2_finetune_unrelated"].attrs["note"] = _repeat_note(df, cfg)
     un = df[df["kind"] == "unlearn"].copy()
     if not un.empty:
         un["column"] = [f"{d} {s}" if m == "accuracy" else m for d, s, m in
@@ -163,40 +190,93 @@ def build_tables(run_dir: str | Path) -> dict[str, pd.DataFrame]:
     return {k: v for k, v in out.items() if not v.empty}
 
 
+def _taught_note(df: pd.DataFrame, sizes: Sequence[int]) -> str:
+    """The mean number of taught questions per N (Table 1's attacks)."""
+    att = df[(df["kind"] == "attack") & (df["table"] == "table1") & (df["metric"] == "n_taught")]
+    parts = []
+    for n in sizes:
+        v = att[att["N"].astype(int) == int(n)]["value"].astype(float)
+        if len(v):
+            parts.append(f"N = {n}: {v.mean():.1f}")
+    return ("Taught questions (entity in the sample; excluded here), mean over methods and "
+            "seeds: " + ", ".join(parts) + ".") if parts else ""
+
+
+def _repeat_note(df: pd.DataFrame, cfg: ReproduceConfig) -> str:
+    """Table 2: N beyond the unrelated corpus repeats documents."""
+    docs = None
+    att = df[(df["kind"] == "attack") & (df["table"] == "table2")]
+    if "corpus_docs" in att.columns and att["corpus_docs"].notna().any():
+        docs = int(att["corpus_docs"].dropna().max())
+    big = [n for n in cfg.table2_sizes if docs is not None and n > docs]
+    if docs is None:
+        return ("N beyond the size of the unrelated corpus repeats documents "
+                "(N / corpus size effective epochs).")
+    if not big:
+        return f"Every N fits in the {docs} unrelated documents (no repetition)."
+    return (f"The unrelated corpus has {docs} documents: N > {docs} repeats them (N/{docs} "
+            "effective epochs: " + ", ".join(f"N = {n}: {n / docs:.2f}" for n in big) + ").")
+
+
+def note(t: pd.DataFrame, name: str) -> str:
+    """The line under a table: its ± convention, then what else it must say."""
+    if name == "timings":
+        base = "Single measurements (no interval)."
+    elif name == "table1_paired":
+        base = PAIRED_NOTE
+    else:
+        base = PM_NOTE
+    extra = t.attrs.get("note", "")
+    return f"{base} {extra}".strip()
+
+
+def _num(v: float, digits: int) -> str:
+    """``v`` to ``digits`` decimals, without a sign on a rounded zero (``-0.0``)."""
+    s = f"{v:.{digits}f}"
+    return s[1:] if s.startswith("-") and float(s) == 0 else s
+
+
 def _wide(t: pd.DataFrame, name: str) -> tuple[list[str], list[list[str]], list[str]]:
-    """Header, formatted body and row labels of a long table."""
+    """Header, formatted body and row labels of a long table (``mean ± t half-width``;
+    bootstrap rows ``mean [low, high]``)."""
     cols = list(dict.fromkeys(t["column"]))
     rows = list(dict.fromkeys(t["row"]))
     body = []
     for r in rows:
         line = []
         for c in cols:
-            digits = _digits(name, c)
+            digits = _digits(name, c, r)
             g = t[(t["row"] == r) & (t["column"] == c)]
             if g.empty or pd.isna(g["mean"].iloc[0]):
                 line.append("–")
                 continue
             x = g.iloc[0]
-            s = f"{x['mean']:.{digits}f}"
-            if x.get("n_seeds", 1) and x.get("n_seeds", 1) > 1 and not pd.isna(x.get("ci95_high")):
-                s += f" ± {(x['ci95_high'] - x['ci95_low']) / 2:.{digits}f}"
+            s = _num(x["mean"], digits)
+            has_ci = not pd.isna(x.get("ci95_high")) and not pd.isna(x.get("ci95_low"))
+            if x.get("interval") == "bootstrap" and has_ci:
+                s += f" [{_num(x['ci95_low'], digits)}, {_num(x['ci95_high'], digits)}]"
+            elif x.get("n_seeds", 1) and x.get("n_seeds", 1) > 1 and has_ci:
+                s += f" ± {_num((x['ci95_high'] - x['ci95_low']) / 2, digits)}"
             line.append(s)
         body.append(line)
     return [str(c) for c in cols], body, [str(r) for r in rows]
 
 
 def _best(t: pd.DataFrame, header: list[str], rows: list[str]) -> set[tuple[int, int]]:
-    """(row, col) of the highest mean per column among non-reference rows."""
+    """(row, col) of the highest mean per column among non-reference rows, only when its
+    95 % interval overlaps no other row's (so never with one seed, nor on ties)."""
     best = set()
     for j, c in enumerate(header):
         cand = t[(t["column"].astype(str) == c) & ~t["row"].isin(REFERENCE_ROWS)].dropna(subset=["mean"])
-        if len(cand) < 2:
+        if len(cand) < 2 or cand[["ci95_low", "ci95_high"]].isna().any().any():
             continue
-        top = cand["mean"].max()
-        if (cand["mean"] == top).all():  # a column of ties has no best
+        top = cand.loc[cand["mean"].idxmax()]
+        others = cand.drop(index=top.name)
+        if (others["mean"] == top["mean"]).any():  # a tie has no best
             continue
-        for r in cand[cand["mean"] == top]["row"]:
-            best.add((rows.index(str(r)), j))
+        if (others["ci95_high"] >= top["ci95_low"]).any():  # intervals overlap
+            continue
+        best.add((rows.index(str(top["row"])), j))
     return best
 
 
@@ -207,13 +287,15 @@ def _extra(t: pd.DataFrame) -> tuple[str | None, dict[str, str]]:
     return "K", {str(r): str(k) for r, k in zip(t["row"], t["K"])}
 
 
-def _digits(name: str, column: object) -> int:
+def _digits(name: str, column: object, row: object = "") -> int:
     """Decimals shown: UE 1, accuracy / recovery 3, counts 0, seconds 1."""
     if column in ("steps", "cells"):
         return 0
     if name == "timings" or column == "seconds":
         return 1
-    return 3 if name in ("table1_recovery", "unlearning") else 1
+    if name == "table1_paired":
+        return 3 if "acc" in str(row) else 1
+    return 3 if name in ("table1_recovery", "table1_recovery_restored", "unlearning") else 1
 
 
 def to_markdown(t: pd.DataFrame, name: str) -> str:
@@ -230,12 +312,14 @@ def to_markdown(t: pd.DataFrame, name: str) -> str:
         cells = [f"**{v}**" if (i, j) in bold else v for j, v in enumerate(line)]
         pre = [extra.get(r, "")] if extra_name else []
         lines.append("| " + " | ".join([r, *pre, *cells]) + " |")
+    lines += ["", f"*{note(t, name)}*"]
     return "\n".join(lines) + "\n"
 
 
 def _tex(s: str) -> str:
     for a, b in (("\\", r"\textbackslash{}"), ("%", r"\%"), ("_", r"\_"), ("&", r"\&"),
-                 ("#", r"\#"), ("±", r"$\pm$"), ("–", "--")):
+                 ("#", r"\#"), ("±", r"$\pm$"), ("–", "--"), ("−", "$-$"), ("Δ", r"$\Delta$"),
+                 ("×", r"$\times$")):
         s = s.replace(a, b)
     return s
 
@@ -257,7 +341,9 @@ def to_latex(t: pd.DataFrame, name: str) -> str:
         cells = [rf"\textbf{{{_tex(v)}}}" if (i, j) in bold else _tex(v) for j, v in enumerate(line)]
         pre = [_tex(extra.get(r, ""))] if extra_name else []
         out.append(" & ".join([_tex(r), *pre, *cells]) + r" \\")
-    out += [r"\bottomrule", r"\end{tabular}", rf"\caption{{{_tex(CAPTIONS.get(name, name))}}}",
+    out += [r"\bottomrule", r"\end{tabular}", "",
+            rf"\par\smallskip{{\footnotesize {_tex(note(t, name))}}}",
+            rf"\caption{{{_tex(CAPTIONS.get(name, name))}}}",
             rf"\label{{tab:{name.replace('_', '-')}}}", r"\end{table}"]
     return "\n".join(out) + "\n"
 

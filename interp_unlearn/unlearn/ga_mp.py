@@ -9,15 +9,18 @@ Per batch, exactly ALMPU's alternation with GA in place of RMU:
    forward only -- the adversarial reading, as ALMPU's default; the retain forward, like
    the deployed model, has no δ. ``adversarial=False`` drops δ from the θ step (then θ
    follows plain GA exactly).
-2. **δ step**: ``λ_mem · MSE(p_θ,δ(y|x_f), p_ref(y|x_f)) + λ_reg · Σ‖δ‖²`` over δ only, then
-   per-head projection onto ``‖δ[l,h]‖₂ ≤ ε`` -- δ learns to restore the original forget
-   distribution (a simulated relearning attack), θ must ascend the forget loss in spite of
-   it. The machinery is ALMPU's :class:`~.almpu.MemoryPerturbation` (δ is an
-   :class:`~interp_unlearn.interventions.HeadPerturbation`, never saved with the model).
+2. **δ step**: ALMPU's -- ``delta_steps`` projected updates restoring ``p_ref`` (``match``,
+   KL by default) or the forget CE (``ce``), each head projected onto its own ball
+   ``ε_{l,h} = κ·E‖z_{l,h}‖`` -- with the shared
+   :class:`~interp_unlearn.interventions.adversary.HeadAdversary` and
+   :class:`~.adversarial.AdversaryParams` (see :mod:`.almpu` for the deviations from the
+   paper's O(1/V) loss and why). δ is never saved with the model.
 
 Heads: every head of every layer unless ``heads`` is given. The GA forward is the full
-model, so every head influences the θ step.
+model, so every head influences the θ step; ``output_weight`` (ALMPU's extension) is
+therefore already GA-MP's own forget term and must stay 0.
 """
+
 
 from __future__ import annotations
 
@@ -26,8 +29,8 @@ from typing import Any
 
 from torch import Tensor, nn
 
-from .almpu import MemoryPerturbation
-from .ga import GA
+from .adversarial import AdversaryParams, adversary_diagnostics, build_head_adversary
+from .ga import GA, GAParams
 from .registry import UnlearnMethod, register
 from .trainer import Batch, MethodContext, lm_loss
 
@@ -35,21 +38,8 @@ __all__ = ["GAMP", "GAMPParams"]
 
 
 @dataclass
-class GAMPParams:
-    """GA's parameters plus the perturbation's (meaning as in :class:`~.almpu.ALMPUParams`)."""
-
-    retain_weight: float = 1.0
-    trainable: Any = "all"
-    layers: list[int] | None = None
-    adversarial: bool = True
-    sigma_adv: float = 1e-3
-    epsilon: float = 1.0
-    lambda_mem: float = 1.0
-    lambda_reg: float = 1e-4
-    delta_lr: float = 1e-2
-    delta_optimizer: str = "adam"
-    delta_steps: int = 1
-    backend: str = "hf"
+class GAMPParams(AdversaryParams, GAParams):
+    """GA's parameters plus the adversary's (:class:`~.adversarial.AdversaryParams`)."""
 
 
 @register("ga_mp")
@@ -63,22 +53,34 @@ class GAMP(UnlearnMethod):
         # during the ascent costs ~10 retain points with GA's preset; retain_weight 3 over
         # 160 batches brings them back (forgetting lands at steps 80-100)
         "organism": {"config": {**GA.presets["organism"]["config"], "max_num_batches": 160},
-                     "params": {**GA.presets["organism"]["params"], "retain_weight": 3.0,
-                                "epsilon": 2.0, "delta_lr": 5e-2}},
+                     "params": {**GA.presets["organism"]["params"], "retain_weight": 3.0}},
         "organism-micro": {"config": dict(GA.presets["organism-micro"]["config"]),
-                           "params": {**GA.presets["organism-micro"]["params"],
-                                      "epsilon": 2.0, "delta_lr": 5e-2}},
+                           "params": dict(GA.presets["organism-micro"]["params"])},
     }
     reference = "full"
     uses_heads = "optional"
 
     def __init__(self, ctx: MethodContext):
         super().__init__(ctx)
+        p = ctx.params
+        if p.output_weight:
+            raise ValueError(f"output_weight must be 0 for ga_mp (got {p.output_weight!r}): "
+                             "GA-MP's θ already ascends the forget CE under δ")
         cfg = ctx.model.config
         heads = ctx.heads or [(l, h) for l in range(int(cfg.num_hidden_layers))
                               for h in range(int(cfg.num_attention_heads))]
-        self.mp = MemoryPerturbation(ctx.model, ctx.reference, heads, ctx.params,
-                                     ctx.config.seed, ctx.tokenizer)
+        self.adv = build_head_adversary(ctx, heads, p)
+        self.bridge = None
+        if p.backend == "bridge":
+            from ..bridge import to_bridge
+
+            self.bridge = to_bridge(ctx.model, ctx.tokenizer)
+
+    def _bridge_logits(self, batch: Batch) -> Tensor:
+        from ..interventions.attach import attach
+
+        with attach(self.bridge, self.adv.delta):
+            return self.bridge(batch.input_ids, attention_mask=batch.attention_mask)
 
     def trainable(self) -> dict[str, nn.Parameter]:
         from .ga import select_parameters
@@ -87,15 +89,14 @@ class GAMP(UnlearnMethod):
 
     def loss_terms(self, step: int, forget: Batch, retain: Batch | None) -> dict[str, Tensor]:
         model = self.ctx.model
-        if self.params.adversarial:
-            if self.mp.bridge is not None:
-                from .trainer import token_logprobs
+        if self.params.adversarial and self.bridge is not None:
+            from ..interventions.adversary import forget_ce as ce_of
 
-                lp, valid = token_logprobs(self.mp.logits(forget), forget)
-                forget_ce = -(lp * valid).sum() / valid.sum().clamp_min(1)
-            else:
-                with self.mp.applied():
-                    forget_ce = lm_loss(model, forget)
+            forget_ce = ce_of(self._bridge_logits(forget), forget.input_ids,
+                              forget.attention_mask)
+        elif self.params.adversarial:
+            with self.adv.applied():
+                forget_ce = lm_loss(model, forget)
         else:
             forget_ce = lm_loss(model, forget)
         out = {"forget": -forget_ce}
@@ -104,7 +105,10 @@ class GAMP(UnlearnMethod):
         return out
 
     def post_step(self, step: int, forget: Batch, retain: Batch | None) -> dict[str, Tensor]:
-        return self.mp.step(forget)
+        return self.adv.step(forget, self._bridge_logits if self.bridge is not None else None)
 
     def state_summary(self) -> dict[str, Any]:
-        return self.mp.summary()
+        return {**self.adv.norm_stats(), "delta_heads": len(self.adv.heads)}
+
+    def diagnostics(self) -> dict[str, Any]:
+        return adversary_diagnostics(self.adv, self.ctx, self.params)

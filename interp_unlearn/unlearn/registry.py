@@ -38,6 +38,9 @@ _BUILTIN_MODULES = {
     "ga_mp": "interp_unlearn.unlearn.ga_mp",
     "npo": "interp_unlearn.unlearn.npo",
     "dpo": "interp_unlearn.unlearn.dpo",
+    "rmu_lat": "interp_unlearn.unlearn.rmu_lat",
+    "adaptive_rmu": "interp_unlearn.unlearn.adaptive_rmu",
+    "npo_sam": "interp_unlearn.unlearn.npo_sam",
 }
 
 
@@ -90,6 +93,12 @@ class UnlearnMethod:
 
     def state_summary(self) -> dict[str, Any]:
         """JSON-able extras logged with each evaluation (e.g. ‖δ‖)."""
+        return {}
+
+    def diagnostics(self) -> dict[str, Any]:
+        """JSON-able diagnostics computed at every evaluation and at the end (written to
+        ``diagnostics.json``); methods with an adversary report ‖δ‖/ε, its gain and
+        ``adversary_alive``. Default: none (no file is written)."""
         return {}
 
     def close(self) -> None:

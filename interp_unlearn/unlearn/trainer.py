@@ -24,6 +24,9 @@ The trainer owns everything that is not the method's loss:
 * **evaluation** -- forget/retain MCQ accuracy (:func:`~interp_unlearn.evaluate.evaluate_mcq`,
   the model's default scoring and pool) before, every ``eval_every`` steps, and after;
   everything goes to ``metrics.jsonl`` (one JSON object per line).
+* **diagnostics** -- a method's :meth:`~.registry.UnlearnMethod.diagnostics` (ALMPU /
+  GA-MP / RMU-LAT: ‖δ‖/ε, the adversary's gain) go into every evaluation record and, at the
+  end, into ``diagnostics.json``; an inert adversary warns (``adversary_alive: false``).
 * **checkpoint** -- ``out_dir`` becomes an HF checkpoint directory (``save_pretrained``
   safetensors + tokenizer + ``interp_unlearn.json`` copied from the input model with
   ``world_dir`` made absolute and an ``unlearn`` record added), so
@@ -76,6 +79,7 @@ __all__ = [
 from .batches import Batch, TextBatches, _pad_id, collate, parse_heads, resolve_corpus  # noqa: F401
 from .config import (BASE_DEFAULTS, CONFIG_FILE, METRICS_FILE, RESULT_FILE, UnlearnConfig,  # noqa: F401
                      resolve_config)
+from .diagnostics import DIAGNOSTICS_FILE, write_diagnostics  # noqa: F401
 from .losses import decoder_layers, lm_loss, masked_mse, sequence_logprob, token_logprobs  # noqa: F401
 
 # --------------------------------------------------------------------------- context
@@ -93,6 +97,8 @@ class MethodContext:
     reference: nn.Module | None
     device: torch.device
     world_dir: Path | None
+    eval_pool: str | None = None      # the pool the run is scored on (organisms)
+    eval_config: EvalConfig | None = None
 
 
 class NonFiniteLossError(FloatingPointError):
@@ -208,7 +214,8 @@ class Trainer:
             for p in reference.parameters():
                 p.requires_grad_(False)
         self.ctx = MethodContext(self.model, self.tokenizer, c, params, self.heads, reference,
-                                 self.device, world_dir)
+                                 self.device, world_dir, getattr(self.lm, "eval_pool", None),
+                                 self.eval_config)
         self.method = self.method_cls(self.ctx)
         self.trainable = self.method.trainable()
         if not self.trainable:
@@ -310,7 +317,8 @@ class Trainer:
             with (self.out_dir / METRICS_FILE).open("w") as fh:
                 self._metrics_fh = fh
                 before = self.evaluate()
-                self._log({"step": 0, "eval": before, **self.method.state_summary()})
+                self._log({"step": 0, "eval": before, **self.method.state_summary(),
+                           **self._diagnostics()})
                 bar = tqdm(range(1, c.max_num_batches + 1), desc=f"unlearn[{c.method}]",
                            disable=not c.progress)
                 for _ in bar:
@@ -335,24 +343,37 @@ class Trainer:
                     if c.eval_every and self.step % c.eval_every == 0 \
                             and self.step != c.max_num_batches:
                         ev = self.evaluate()
-                        self._log({"step": self.step, "eval": ev, **self.method.state_summary()})
+                        self._log({"step": self.step, "eval": ev, **self.method.state_summary(),
+                                   **self._diagnostics()})
                         bar.write(f"[{c.method}] step {self.step}: "
                                   + " ".join(f"{k} {v:.3f}" for k, v in ev.items()
                                              if v is not None))
                 after = self.evaluate()
                 seconds = round(time.time() - t0, 1)
+                final_diag = self._diagnostics(final=True)
                 self._log({"step": self.step, "eval": after, "final": True, "seconds": seconds,
-                           **self.method.state_summary()})
+                           **self.method.state_summary(), **final_diag})
         finally:
             self._metrics_fh = None
             self.method.close()
             self._restore_requires_grad()
         ckpt = self.save()
+        if final_diag:
+            write_diagnostics(self.out_dir, self.config.method, self.step,
+                              final_diag["diagnostics"])
         result = UnlearnResult(c.method, self.out_dir, ckpt, self.out_dir / CONFIG_FILE,
                                self.out_dir / METRICS_FILE, before, after, self.step, seconds,
                                json.loads((self.out_dir / CONFIG_FILE).read_text()))
         (self.out_dir / RESULT_FILE).write_text(json.dumps(result.to_dict(), indent=1))
         return result
+
+    def _diagnostics(self, final: bool = False) -> dict[str, Any]:
+        """``{"diagnostics": method.diagnostics()}`` (empty for methods without any); at
+        intermediate evaluations only when evaluation is on, at the end always."""
+        if not (final or self.config.evaluate):
+            return {}
+        diag = self.method.diagnostics()
+        return {"diagnostics": diag} if diag else {}
 
     def _restore_requires_grad(self) -> None:
         for n, p in self.model.named_parameters():

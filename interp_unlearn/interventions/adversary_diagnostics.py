@@ -1,0 +1,171 @@
+"""Measurements and diagnostics of a latent adversary (:mod:`.adversary`): the activation
+norms its radii are relative to, ‖δ‖/ε statistics, and the gain on held-out MCQs.
+
+* :func:`measure_head_norms` -- ``E‖z_{l,h}‖``, the mean per-token L2 norm of each head's
+  slice of the ``o_proj`` input (== ``hook_z``) over real tokens;
+  :func:`measure_resid_norms` -- ``E‖h_l‖`` of each decoder layer's residual output.
+* :func:`norm_stats` -- ‖δ‖ mean/max; with radii, ‖δ‖/ε median/min/max and the fraction of
+  rows on the boundary (‖δ‖/ε ≥ :data:`BOUNDARY`).
+* :func:`mcq_gain` -- with δ minus without δ: the mean over questions of the correct
+  choice's log-prob (summed over its tokens, exactly as
+  :func:`~interp_unlearn.evaluate.evaluate_mcq` scores it) and the accuracy.
+
+**Alive** (:data:`ALIVE_THRESHOLDS`): median ‖δ‖/ε ≥ 0.1 and a positive gain in the
+correct choice's summed log-prob (the issue's definition). Two further measures are
+reported because they can disagree with it: the accuracy gain (steps of 1/n) and the gain
+in the correct choice's log-prob *normalised over the four choices* (``lp_answer −
+logsumexp(lp_choices)``, the quantity the MCQ decision is made on), with
+``restores_ranking`` = that gain > 0. Measured on the organism (seed 0, practice pools):
+ALMPU's and RMU-LAT's δ raise all three; GA-MP's δ (θ = all weights ascending the forget
+CE *under* δ) raises the answer log-prob by 2-6 nats but lowers the normalised one by
+0.8-1.6: it restores fluency on the ascended text, and θ has learnt to be anti-correct
+when δ is present -- alive, but beaten (``notes/adversary_defaults.md``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+from contextlib import AbstractContextManager
+from typing import Any
+
+import numpy as np
+import torch
+from jaxtyping import Float
+from torch import Tensor, nn
+
+from .attach import dims_of
+
+__all__ = ["ALIVE_THRESHOLDS", "BOUNDARY", "mcq_gain", "measure_head_norms",
+           "measure_resid_norms", "norm_stats"]
+
+#: ‖δ‖/ε at or above which a row counts as on its ball's boundary.
+BOUNDARY = 0.99
+#: An adversary is inert when median ‖δ‖/ε is below the first or the answer log-prob gain
+#: is at or below the second.
+ALIVE_THRESHOLDS = {"delta_over_eps_median": 0.1, "adversary_gain_logprob": 0.0}
+
+
+def decoder_layers_of(model: nn.Module) -> nn.ModuleList:
+    layers = getattr(getattr(model, "model", None), "layers", None)
+    if not isinstance(layers, nn.ModuleList):
+        raise TypeError(f"{type(model).__name__} has no model.layers (expected an HF "
+                        "decoder-only LM)")
+    return layers
+
+
+def ids_mask(batch: Any) -> tuple[Tensor, Tensor]:
+    """``(input_ids, attention_mask)`` of a batch object or a pair."""
+    if isinstance(batch, (tuple, list)):
+        return batch[0], batch[1]
+    return batch.input_ids, batch.attention_mask
+
+
+def _run(model: nn.Module, batches: Iterable[Any], mask_now: dict[str, Tensor]) -> float:
+    count = 0.0
+    was_training = model.training
+    model.eval()
+    try:
+        for batch in batches:
+            ids, mask = ids_mask(batch)
+            mask_now["m"] = mask
+            model(input_ids=ids, attention_mask=mask, use_cache=False)
+            count += float(mask.sum())
+    finally:
+        model.train(was_training)
+    if count == 0:
+        raise ValueError("no real tokens in the batches to measure norms on")
+    return count
+
+
+@torch.no_grad()
+def measure_head_norms(model: nn.Module, batches: Iterable[Any]
+                       ) -> Float[Tensor, "n_layers n_heads"]:
+    """``E‖z_{l,h}‖`` per head over the real tokens (``attention_mask``) of ``batches``
+    (objects with ``input_ids``/``attention_mask``, or ``(input_ids, attention_mask)``)."""
+    dims = dims_of(model)
+    n_heads, d_head = dims["n_heads"], dims["d_head"]
+    sums = torch.zeros(dims["n_layers"], n_heads, dtype=torch.float64)
+    mask_now: dict[str, Tensor] = {}
+
+    def pre_hook(layer: int):
+        def hook(module: nn.Module, args: tuple) -> None:
+            z = args[0].reshape(*args[0].shape[:-1], n_heads, d_head).float()
+            m = mask_now["m"].to(z.device, z.dtype)
+            sums[layer] += (z.norm(dim=-1) * m[..., None]).sum(dim=(0, 1)).double().cpu()
+        return hook
+
+    handles = [layer.self_attn.o_proj.register_forward_pre_hook(pre_hook(i))
+               for i, layer in enumerate(decoder_layers_of(model))]
+    try:
+        count = _run(model, batches, mask_now)
+    finally:
+        for h in handles:
+            h.remove()
+    return (sums / count).float()
+
+
+@torch.no_grad()
+def measure_resid_norms(model: nn.Module, batches: Iterable[Any]) -> Float[Tensor, " n_layers"]:
+    """``E‖h_l‖`` per decoder layer (its residual output, ``hook_resid_post``) over the
+    real tokens of ``batches``."""
+    layers = decoder_layers_of(model)
+    sums = torch.zeros(len(layers), dtype=torch.float64)
+    mask_now: dict[str, Tensor] = {}
+
+    def hook(i: int):
+        def fn(module: nn.Module, args: tuple, out: Any) -> None:
+            h = (out if isinstance(out, Tensor) else out[0]).float()
+            sums[i] += float((h.norm(dim=-1) * mask_now["m"].to(h.device, h.dtype)).sum())
+        return fn
+
+    handles = [layer.register_forward_hook(hook(i)) for i, layer in enumerate(layers)]
+    try:
+        count = _run(model, batches, mask_now)
+    finally:
+        for h in handles:
+            h.remove()
+    return (sums / count).float()
+
+
+def norm_stats(norms: Float[Tensor, " n_rows"], radii: Float[Tensor, " n_rows"] | None
+               ) -> dict[str, Any]:
+    """‖δ‖ mean/max, and with ``radii`` the ‖δ‖/ε median/min/max and frac_on_boundary."""
+    out: dict[str, Any] = {"delta_norm_mean": float(norms.mean()),
+                           "delta_norm_max": float(norms.max()), "delta_rows": int(norms.numel())}
+    if radii is not None:
+        ratio = norms.cpu() / radii.cpu()
+        out.update({"delta_over_eps_median": float(ratio.median()),
+                    "delta_over_eps_min": float(ratio.min()),
+                    "delta_over_eps_max": float(ratio.max()),
+                    "frac_on_boundary": float((ratio >= BOUNDARY).float().mean())})
+    return out
+
+
+def _answer_logprobs(result: Any) -> tuple[float, float]:
+    """Mean over questions of the correct choice's summed log-prob, and of its log-prob
+    normalised over the four choices (``lp_answer − logsumexp(lp_choices)``)."""
+    pq = result.per_question
+    lp = pq[[f"logprob_{k}" for k in range(4)]].to_numpy()
+    ans = lp[np.arange(len(pq)), pq["answer"].to_numpy()]
+    top = lp.max(axis=1, keepdims=True)
+    lse = (top + np.log(np.exp(lp - top).sum(axis=1, keepdims=True)))[:, 0]
+    return float(ans.mean()), float((ans - lse).mean())
+
+
+def mcq_gain(model: nn.Module, tokenizer: Any, items: Any, eval_config: Any,
+             applied: Callable[[], AbstractContextManager[Any]]) -> dict[str, float]:
+    """Score ``items`` without and with δ (``applied()`` adds it); the differences are
+    ``adversary_gain`` (accuracy) and ``adversary_gain_logprob`` (correct-choice log-prob)."""
+    from ..evaluate import EvalConfig, evaluate_mcq
+
+    cfg = eval_config or EvalConfig()
+    base = evaluate_mcq(model, tokenizer, items, cfg)
+    with applied():
+        adv = evaluate_mcq(model, tokenizer, items, cfg)
+    (lp0, c0), (lp1, c1) = _answer_logprobs(base), _answer_logprobs(adv)
+    return {"acc_without_delta": base.accuracy, "acc_with_delta": adv.accuracy,
+            "adversary_gain": adv.accuracy - base.accuracy,
+            "logprob_without_delta": lp0, "logprob_with_delta": lp1,
+            "adversary_gain_logprob": lp1 - lp0,
+            "adversary_gain_choice_logprob": c1 - c0, "restores_ranking": bool(c1 > c0),
+            "gain_n": int(base.n)}
