@@ -58,3 +58,29 @@ def test_localize_cli_takes_a_local_forget_corpus_and_dtype(tmp_path, capsys):
     assert len(res["selected_heads"]) == 2
     heads = json.loads((out / "selected_heads.json").read_text())
     assert heads["n_texts"] == 8, heads
+
+
+def test_attack_cli_head_restore_delta_at_given_heads(tmp_path, capsys):
+    """`attack --heads` attacks chosen heads of any model (RMU included) with the shared
+    head adversary; its radius is reported relative to κ·E‖z‖."""
+    assert main(["attack", "--model", "organism-micro", "--kind", "head-restore",
+                 "--mode", "delta", "--heads", "0.0,1.1", "--kappa", "1", "--samples", "2",
+                 "--seeds", "1", "--no-floor", "--json"]) == 0
+    rows = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    acc = [r for r in rows if r["metric"] == "accuracy"][0]
+    config, info = (c if isinstance(c, dict) else json.loads(c)
+                    for c in (acc["config"], acc["info"]))
+    assert config["heads"] == [[0, 0], [1, 1]] and config["kappa"] == 1.0
+    assert len(info["delta_over_eps"]) == 2
+    assert all(0 < x <= 1.0 + 1e-5 for x in info["delta_over_eps"])
+
+
+def test_attack_cli_rejects_head_options_for_other_kinds():
+    import pytest
+
+    with pytest.raises(ValueError, match="only apply to --kind head-restore"):
+        main(["attack", "--model", "organism-micro", "--kind", "quantize", "--heads", "0.0",
+              "--samples", "0", "--seeds", "1", "--no-floor"])
+    with pytest.raises(ValueError, match="--lr must be > 0"):
+        main(["attack", "--model", "organism-micro", "--kind", "finetune", "--lr", "0",
+              "--samples", "0", "--seeds", "1", "--no-floor"])

@@ -60,10 +60,11 @@ def _quick(method: str, **kw) -> UnlearnConfig:
 
 FORGET_DROP = 0.15
 RETAIN_BOUND = {"rmu": 0.07, "almpu": 0.07, "ga": 0.10, "ga_mp": 0.10, "npo": 0.10,
-                "dpo": 0.10}
+                "dpo": 0.10, "adaptive_rmu": 0.07, "npo_sam": 0.10}
 
 
-@pytest.mark.parametrize("method", ["rmu", "almpu", "ga", "ga_mp", "npo", "dpo"])
+@pytest.mark.parametrize("method", ["rmu", "almpu", "ga", "ga_mp", "npo", "dpo",
+                                    "adaptive_rmu", "npo_sam"])
 def test_method_forgets_and_retains(method, tmp_path):
     heads = HEADS if method == "almpu" else None
     res = unlearn(MICRO, method, heads=heads, out_dir=tmp_path / method, progress=False)

@@ -90,12 +90,17 @@ _STYLES: dict[str, MethodStyle] = {
     "dpo": MethodStyle(OKABE_ITO["reddish_purple"], "solid", "triangle-up", "DPO"),
     "ga": MethodStyle(OKABE_ITO["orange"], "solid", "x", "GA"),
     "ga_mp": MethodStyle(OKABE_ITO["sky_blue"], "solid", "cross", "GA-MP"),
+    # the baselines ALMPU must beat: their parent's colour, dashed
+    "rmu_lat": MethodStyle(OKABE_ITO["blue"], "dash", "square-open", "RMU-LAT"),
+    "adaptive_rmu": MethodStyle(OKABE_ITO["blue"], "dashdot", "triangle-down", "Adaptive RMU"),
+    "npo_sam": MethodStyle(OKABE_ITO["bluish_green"], "dash", "diamond-open", "NPO-SAM"),
     "original": MethodStyle(OKABE_ITO["black"], "dot", "circle-open", "original"),
     "never_learned": MethodStyle(GREY, "dash", "square-open", "never-learned twin"),
 }
 #: Legend order: the paper's Table 1 order, then the references (twin, original), as in
 #: the robustness curves.
-METHOD_ORDER = ("rmu", "npo", "dpo", "ga", "ga_mp", "almpu", "never_learned", "original")
+METHOD_ORDER = ("rmu", "rmu_lat", "adaptive_rmu", "npo", "npo_sam", "dpo", "ga", "ga_mp",
+                "almpu", "never_learned", "original")
 _ALIASES = {"twin": "never_learned", "never_learned_twin": "never_learned",
             "gamp": "ga_mp", "vanilla": "original", "base": "original"}
 

@@ -3,7 +3,7 @@
 The **full** protocol is the paper's grid (``/work/shared/reference/almpu-paper.md``):
 
 * Table 1 -- fine-tuning on ``N`` forget-corpus documents, ``N`` in 0/5/10/15/20/30/40/50,
-  all six methods;
+  the paper's six methods and the three baselines ALMPU must beat (:data:`METHODS`);
 * Table 2 -- fine-tuning on ``N`` unrelated documents (the world's ``general`` text, the
   Wiki-text stand-in), ``N`` in 10/50/100/200/500 (plus the unattacked ``N = 0``), for
   the paper's three methods RMU, NPO, ALMPU;
@@ -47,7 +47,9 @@ __all__ = ["ABLATION_SIZES", "CONFIG_FILE", "EXECUTION_FIELDS", "HEAD_VARIANTS",
            "TABLE2_SIZES", "default_out", "parse_overrides", "parse_seeds"]
 
 CONFIG_FILE = "reproduce_config.json"
-METHODS = ("rmu", "almpu", "ga", "ga_mp", "npo", "dpo")
+#: Table 1's methods: the paper's six, then the baselines ALMPU must beat (issue 13):
+#: RMU with a latent adversary (targeted LAT), Adaptive RMU and NPO with SAM.
+METHODS = ("rmu", "almpu", "ga", "ga_mp", "npo", "dpo", "rmu_lat", "adaptive_rmu", "npo_sam")
 TABLE1_SIZES = (0, 5, 10, 15, 20, 30, 40, 50)
 TABLE2_SIZES = (0, 10, 50, 100, 200, 500)
 TABLE2_METHODS = ("rmu", "npo", "almpu")

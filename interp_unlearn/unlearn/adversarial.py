@@ -7,7 +7,8 @@ The mechanism itself (δ, radii, k projected steps, objectives, ‖δ‖/ε, gai
 same machinery without importing an unlearning method.
 
 **Measured defaults** (``notes/adversary_defaults.md``; shipped organism, seed 0,
-practice pools): see :data:`ADVERSARY_NOTES`.
+practice pools): see :data:`ADVERSARY_NOTES`. RMU-LAT overrides ``kappa`` (0.25 of the
+residual norm) and ``adv_objective`` (``ce``); GA-MP's organism preset uses ``kappa`` 0.25.
 """
 
 from __future__ import annotations
@@ -31,9 +32,18 @@ __all__ = ["ADVERSARY_NOTES", "AdversaryParams", "adversary_diagnostics", "build
 BACKENDS = ("hf", "bridge")
 
 ADVERSARY_NOTES = """\
-Defaults chosen by measurement (notes/adversary_defaults.md): kappa, delta_steps and
-delta_lr were swept on the shipped organism (ALMPU, heads 0.0,0.1,0.3,0.5, seed 0,
-practice pools); see the note for the table (‖δ‖/ε reached, gain, seconds)."""
+Defaults chosen by measurement (notes/adversary_defaults.md; shipped organism, ALMPU with
+heads 0.0,0.1,0.3,0.5, seed 0, practice pools, one thread). Final median ‖δ‖/ε and the
+answer log-prob gain on forget-practice (forget accuracy in brackets; RMU 0.289):
+  legacy (ε 4, vocab-mean MSE, λ_reg 1e-4, k 1): 0.037, +0.17 (0.282) -> inert
+  κ 0.5: k 1 1.0, +0.50 (0.293); k 3 1.0, +0.53 (0.296); k 5 1.0, +0.47 (0.287)
+  κ 1:   k 1 1.0, +0.89 (0.300); k 3 1.0, +0.94 (0.309); k 5 1.0, +0.33 (0.300)
+  κ 2:   k 1 0.80, +0.10, choice-normalised gain −0.14 (0.351); k 3 1.0, +1.31 (0.340);
+         k 5 1.0, +0.41 (0.351)
+κ 2 with k 1 lags θ; κ 2 costs 3-6 points of forgetting. Defaults: κ 1 (each head's ball
+is its own mean output norm), k 3, delta_lr 0.1 (an Adam step moves δ by ~0.1 ε), KL,
+λ_reg 0. Cost per step (interleaved benchmark): RMU 0.47 s, ALMPU k 1/3/5 1.20/2.14/3.12 s.
+"""
 
 
 @dataclass

@@ -67,10 +67,16 @@ class DPO(UnlearnMethod):
     defaults = {**LIKELIHOOD_DEFAULTS, "forget_corpus": "forget-qa", "max_num_batches": 100,
                 "batch_size": 4, "lr": 1e-5, "seq_len": 512}
     presets = {
-        # tuned on the shipped organism: with beta = 0.1 the loss saturates (margins of
-        # tens of nats) long before the MCQ ranking changes (forget stalls near 0.5 on
-        # the micro organism); beta = 0.02 keeps a gradient
-        "organism": {"config": {"max_num_batches": 40, "batch_size": 8, "lr": 5e-4,
+        # with beta = 0.1 the loss saturates (margins of tens of nats) long before the
+        # MCQ ranking changes (forget stalls near 0.5 on the micro organism); beta = 0.02
+        # keeps a gradient. organism: TUNED ON THE PRACTICE POOLS ONLY (forget_mcq =
+        # lm.mcq_path("forget", "practice"), retain_mcq = lm.mcq_path("retain",
+        # "practice")), seeds 0-4, never on the eval pool: 40 batches left seed 2 at 0.42,
+        # 60 bring every seed to <= 0.35 (notes/presets_practice_pool.md). NB the forget
+        # corpus forget-qa holds the practice (and attack) questions themselves, so for
+        # DPO the practice pool is training data; the eval-pool check is the real test.
+        # organism-micro: checked on the same pools, unchanged.
+        "organism": {"config": {"max_num_batches": 60, "batch_size": 8, "lr": 5e-4,
                                 "seq_len": 256, "retain_corpus": "retain+retain-qa"},
                      "params": {"beta": 0.02, "retain_weight": 1.0}},
         "organism-micro": {"config": {"max_num_batches": 40, "batch_size": 8, "lr": 5e-4,

@@ -83,10 +83,13 @@ class GA(UnlearnMethod):
     defaults = {**LIKELIHOOD_DEFAULTS, "max_num_batches": 100, "batch_size": 4, "lr": 1e-5,
                 "seq_len": 512}
     presets = {
-        # tuned on the shipped organism (notes/unlearning_results.md): forgetting is
-        # abrupt (steps 60-80 at lr 2e-4); retain_weight 2 over 120 batches lets the retain
-        # term repair what the ascent breaks (seeds 0-2: forget 0.29, retain -2 points).
-        # On the first organism 3e-4 x 40 cost 13 retain points and 1e-4 x 40 did nothing.
+        # chosen on the shipped organism's eval pool (notes/unlearning_results.md):
+        # forgetting is abrupt (steps 60-80 at lr 2e-4); retain_weight 2 over 120 batches
+        # lets the retain term repair what the ascent breaks. On the first organism
+        # 3e-4 x 40 cost 13 retain points and 1e-4 x 40 did nothing. RE-CHECKED ON THE
+        # PRACTICE POOLS ONLY (forget_mcq = lm.mcq_path("forget", "practice"), retain_mcq
+        # = lm.mcq_path("retain", "practice")), seeds 0-4: forget 0.23-0.35, retain >= 0.98
+        # of 1.00 on every seed, so unchanged (notes/presets_practice_pool.md).
         "organism": {"config": {"max_num_batches": 120, "batch_size": 8, "lr": 2e-4,
                                 "seq_len": 256, "retain_corpus": "retain+retain-qa"},
                      "params": {"retain_weight": 2.0}},

@@ -49,13 +49,18 @@ class GAMP(UnlearnMethod):
     Params = GAMPParams
     defaults = dict(GA.defaults)
     presets = {
-        # tuned on the shipped organism (notes/unlearning_results.md): δ on every head
-        # during the ascent costs ~10 retain points with GA's preset; retain_weight 3 over
-        # 160 batches brings them back (forgetting lands at steps 80-100)
+        # tuned on the PRACTICE pools only (forget_mcq/retain_mcq = forget-/retain-practice;
+        # notes/adversary_defaults.md): GA's config with retain_weight 3 over 160 batches
+        # (notes/unlearning_results.md) and kappa 0.25 -- with the live adversary on all 36
+        # heads, kappa 1 left forget at 0.400 and kappa 0.5 at 0.380 (seed 0), kappa 0.25 0.258
         "organism": {"config": {**GA.presets["organism"]["config"], "max_num_batches": 160},
-                     "params": {**GA.presets["organism"]["params"], "retain_weight": 3.0}},
+                     "params": {**GA.presets["organism"]["params"], "retain_weight": 3.0,
+                                "kappa": 0.25}},
+        # micro (its practice pool is its scored pool): kappa 0.25 forgets 0.856 -> 0.644,
+        # kappa 1 only to 0.733 (seed 42)
         "organism-micro": {"config": dict(GA.presets["organism-micro"]["config"]),
-                           "params": dict(GA.presets["organism-micro"]["params"])},
+                           "params": {**GA.presets["organism-micro"]["params"],
+                                      "kappa": 0.25}},
     }
     reference = "full"
     uses_heads = "optional"

@@ -28,9 +28,10 @@ gradient is computed inside :meth:`NPOSAM.loss_terms` with ``torch.autograd.grad
     forget = L_NPO(θ+ε).detach() + Σ_p ⟨g_SAM,p, p⟩ − Σ_p ⟨g_SAM,p, p⟩.detach()
 
 whose value is the perturbed loss (what is logged) and whose gradient is ``g_SAM``
-exactly. No trainer hook is needed. ``state_summary()`` logs ``‖g‖`` and the cosine
-between ``g`` and ``g_SAM`` of the last step (how much the ascent step changed the
-direction: 1 means SAM did nothing).
+exactly. No trainer hook is needed. Every step logs (via :meth:`NPOSAM.post_step`, which
+trains nothing) ``sam_grad_norm`` = ‖g‖, ``sam_sam_grad_norm`` = ‖g_SAM‖ and
+``sam_cos_g_gsam``, the cosine between ``g`` and ``g_SAM``: how much the ascent step
+changed the direction (1 means SAM did nothing).
 
 Defaults (``zephyr`` preset and method defaults): the authors' WMDP config
 (``configs/unlearn/wmdp/NPO+SAM.json``): ρ 0.1, β 0.1, γ (retain weight) 1, lr 1e-5,
@@ -91,12 +92,18 @@ NPO_SAM_PRESETS = {
     # TUNED ON THE PRACTICE POOLS ONLY (forget_mcq = lm.mcq_path("forget", "practice"),
     # retain_mcq = lm.mcq_path("retain", "practice")), seeds 0-4, never on the eval pool;
     # trials and the one-off eval-pool check: notes/presets_practice_pool.md.
+    # organism: NPO's organism preset (beta 0.005, retain_weight 50, lr 1e-3, 80 batches)
+    # plus the authors' rho = 0.1, so that NPO vs NPO+SAM differ only by SAM (paired by
+    # seed). rho 0.1 is ~8e-4 of the organism's weight norm (120; Zephyr's ~1.7e3).
     "organism": {"config": {"max_num_batches": 80, "batch_size": 8, "lr": 1e-3,
                             "seq_len": 256, "retain_corpus": "retain+retain-qa"},
-                 "params": {"beta": 0.01, "retain_weight": 50.0, "rho": 0.1}},
-    "organism-micro": {"config": {"max_num_batches": 40, "batch_size": 8, "lr": 3e-4,
+                 "params": {"beta": 0.005, "retain_weight": 50.0, "rho": 0.1}},
+    # organism-micro: NPO-micro's rho 0.1 costs up to 16 retain points and NPO-micro's
+    # beta 0.1 plateaus at 0.46-0.52 on seeds 2-3; beta 0.03, retain_weight 5, rho 0.03
+    # and 50 batches meet forget <= 0.40, retain within 6 points on seeds 0-4 and 42.
+    "organism-micro": {"config": {"max_num_batches": 50, "batch_size": 8, "lr": 3e-4,
                                   "seq_len": 128, "retain_corpus": "retain+retain-qa"},
-                       "params": {"beta": 0.1, "retain_weight": 2.0, "rho": 0.1}},
+                       "params": {"beta": 0.03, "retain_weight": 5.0, "rho": 0.03}},
 }
 
 
@@ -158,6 +165,12 @@ class NPOSAM(NPO):
         if retain is not None and self.params.retain_weight:
             out["retain"] = self.params.retain_weight * lm_loss(self.ctx.model, retain)
         return out
+
+    def post_step(self, step: int, forget: Batch, retain: Batch | None) -> dict[str, Tensor]:
+        """Logs this step's SAM diagnostics in ``metrics.jsonl`` (not a loss: the trainer
+        back-propagates only :meth:`loss_terms`)."""
+        return {f"sam_{k}": torch.tensor(v) for k, v in self._last.items()
+                if k != "forget_loss_unperturbed"}
 
     def state_summary(self) -> dict[str, Any]:
         return dict(self._last)
