@@ -253,8 +253,8 @@ def run_floor(target: ModelSpec, attack: str = "finetune", *, data: str = "forge
     if attack == "finetune" and common_kw.get("lr") is None:
         from .finetune import FinetuneAttackConfig
         cfg = common_kw.get("config")
-        preset_lr = (FinetuneAttackConfig.preset(cfg).lr if isinstance(cfg, str) or cfg is None
-                     else cfg.lr)
+        preset_lr = (FinetuneAttackConfig.preset(cfg or "lora").lr  # None: the lora preset
+                     if isinstance(cfg, str) or cfg is None else cfg.lr)
         if preset_lr is None:  # the family's ATTACK_LR: a changed default is a new cell
             kw_for_key["_lr_resolved"] = attack_lr(tlm)[0]
     mcq_names = {d: (str(v) if isinstance(v, Path) else f"<{len(v)} questions>")

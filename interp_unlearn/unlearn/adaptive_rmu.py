@@ -21,7 +21,11 @@ still equals the frozen one) it takes the per-token L2 norm, averages it over po
 scripts), and keeps that scalar for the whole run. We follow the code by default:
 
 * ``"first_batch"`` (default, the authors' code): one scalar from the first forget batch,
-  fixed for the run; with ``masked=True`` the mean runs over real tokens only;
+  fixed for the run; with ``masked=True`` the mean runs over real tokens only. (The
+  authors read it off the *updated* model's first forward, which still equals the frozen
+  one; we read the frozen copy: the same number, and the right source for the modes below.)
+  Everything RMU's docstring lists as a deviation from the WMDP code (one topic per run,
+  seeded shuffling, token truncation, a dedicated generator for ``u``) applies here too;
 * ``"batch"``: the same scalar, recomputed from the frozen model on every forget batch;
 * ``"token"``: per token, ``β‖a_ℓ^frozen(x_f)_t‖ · u`` (the equation read per position;
   position 0 of the organism's residual stream is twice as large as the rest, so this
