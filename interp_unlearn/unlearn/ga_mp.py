@@ -50,10 +50,12 @@ class GAMP(UnlearnMethod):
     defaults = dict(GA.defaults)
     presets = {
         # tuned on the PRACTICE pools only (forget_mcq/retain_mcq = forget-/retain-practice;
-        # notes/adversary_defaults.md): GA's config with retain_weight 3 over 160 batches
-        # (notes/unlearning_results.md) and kappa 0.25 -- with the live adversary on all 36
-        # heads, kappa 1 left forget at 0.400 and kappa 0.5 at 0.380 (seed 0), kappa 0.25 0.258
-        "organism": {"config": {**GA.presets["organism"]["config"], "max_num_batches": 160},
+        # notes/adversary_defaults.md): GA's config with retain_weight 3 and kappa 0.25 --
+        # with the live adversary on all 36 heads, kappa 1 left forget at 0.400 and kappa 0.5
+        # at 0.380 (seed 0, 160 batches), kappa 0.25 0.258 -- over 200 batches: at 160,
+        # seed 1 had not forgotten yet (0.458); at 200 seeds 0-4 give 0.278/0.258/0.256/
+        # 0.280/0.249 with retain >= 0.983 and the adversary alive on each
+        "organism": {"config": {**GA.presets["organism"]["config"], "max_num_batches": 200},
                      "params": {**GA.presets["organism"]["params"], "retain_weight": 3.0,
                                 "kappa": 0.25}},
         # micro (its practice pool is its scored pool): kappa 0.25 forgets 0.856 -> 0.644,

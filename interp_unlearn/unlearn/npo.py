@@ -19,11 +19,12 @@ start is ``2 ∇ Σ_t log p``, i.e. ~2 × tokens-per-text times a token-mean CE 
 the retain term is a token-*mean* CE. Adam removes the overall scale but not the ratio, so
 with ``retain_weight = 1`` the retain term is negligible (on the organism: forget 0.39 but
 retain −17 points). The organism preset uses ``retain_weight = 50`` (texts of ~60 tokens)
-and a small β = 0.005: the forget term's gradient is ``2σ(βΔ)`` times that of ``Δ = log p_θ
+and a small β = 0.003: the forget term's gradient is ``2σ(βΔ)`` times that of ``Δ = log p_θ
 − log p_ref``, so it vanishes once a text's summed log-likelihood has dropped by a few
 ``1/β`` nats. With β = 0.1 it saturates before the MCQ ranking moves (forget stays ≥ 0.72);
 with β = 0.01 (the previous preset) seeds 1 and 3 plateau at 0.44–0.52 on the practice pool
-from step 40 on; β = 0.005 brings every seed 0–4 to ≤ 0.40 (notes/presets_practice_pool.md).
+from step 40 on; β = 0.005 brings seeds 0–4 to ≤ 0.391 but leaves the default seed 42 at
+0.447; β = 0.003 gives 0.23–0.37 on seeds 0–4 and 42 (notes/presets_practice_pool.md).
 
 Trained parameters: all by default (``trainable`` / ``layers`` as in :mod:`.ga`).
 """
@@ -69,12 +70,13 @@ class NPO(UnlearnMethod):
     presets = {
         # organism: TUNED ON THE PRACTICE POOLS ONLY (forget_mcq = lm.mcq_path("forget",
         # "practice"), retain_mcq = lm.mcq_path("retain", "practice")), seeds 0-4, never
-        # on the eval pool (notes/presets_practice_pool.md). beta 0.01 -> 0.005 (module
+        # on the eval pool (notes/presets_practice_pool.md). beta 0.01 -> 0.003 (module
         # docstring); retain_weight ~50 balances a summed-sequence forget term against a
-        # token-mean retain CE. organism-micro: checked on the same pools, unchanged.
+        # token-mean retain CE. organism-micro: checked on the same pools, unchanged
+        # (misses forget <= 0.40 on seeds 2-3 in every setting tried; see the notes).
         "organism": {"config": {"max_num_batches": 80, "batch_size": 8, "lr": 1e-3,
                                 "seq_len": 256, "retain_corpus": "retain+retain-qa"},
-                     "params": {"beta": 0.005, "retain_weight": 50.0}},
+                     "params": {"beta": 0.003, "retain_weight": 50.0}},
         "organism-micro": {"config": {"max_num_batches": 40, "batch_size": 8, "lr": 3e-4,
                                       "seq_len": 128, "retain_corpus": "retain+retain-qa"},
                            "params": {"beta": 0.1, "retain_weight": 2.0}},

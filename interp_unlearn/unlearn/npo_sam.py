@@ -92,12 +92,12 @@ NPO_SAM_PRESETS = {
     # TUNED ON THE PRACTICE POOLS ONLY (forget_mcq = lm.mcq_path("forget", "practice"),
     # retain_mcq = lm.mcq_path("retain", "practice")), seeds 0-4, never on the eval pool;
     # trials and the one-off eval-pool check: notes/presets_practice_pool.md.
-    # organism: NPO's organism preset (beta 0.005, retain_weight 50, lr 1e-3, 80 batches)
+    # organism: NPO's organism preset (beta 0.003, retain_weight 50, lr 1e-3, 80 batches)
     # plus the authors' rho = 0.1, so that NPO vs NPO+SAM differ only by SAM (paired by
     # seed). rho 0.1 is ~8e-4 of the organism's weight norm (120; Zephyr's ~1.7e3).
     "organism": {"config": {"max_num_batches": 80, "batch_size": 8, "lr": 1e-3,
                             "seq_len": 256, "retain_corpus": "retain+retain-qa"},
-                 "params": {"beta": 0.005, "retain_weight": 50.0, "rho": 0.1}},
+                 "params": {"beta": 0.003, "retain_weight": 50.0, "rho": 0.1}},
     # organism-micro: NPO-micro's rho 0.1 costs up to 16 retain points and NPO-micro's
     # beta 0.1 plateaus at 0.46-0.52 on seeds 2-3; beta 0.03, retain_weight 5, rho 0.03
     # and 50 batches meet forget <= 0.40, retain within 6 points on seeds 0-4 and 42.
