@@ -31,11 +31,11 @@ os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
 
 import torch  # noqa: E402
 
-from interp_unlearn.bridge import model_dims, to_bridge  # noqa: E402
+from interp_unlearn.core.bridge import model_dims, to_bridge  # noqa: E402
 from interp_unlearn.interventions import HeadScale, attach  # noqa: E402
-from interp_unlearn.loading import load_model  # noqa: E402
+from interp_unlearn.data.loading import load_model  # noqa: E402
 from interp_unlearn.localize import causal_lm_loss  # noqa: E402
-from interp_unlearn.nnsight_backend import NNsightHeads  # noqa: E402
+from interp_unlearn.interventions.nnsight_backend import NNsightHeads  # noqa: E402
 
 
 def main() -> None:

@@ -19,10 +19,10 @@ os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
 
 import torch  # noqa: E402
 
-from interp_unlearn.evaluate import EvalConfig, evaluate_mcq  # noqa: E402
-from interp_unlearn.loading import CheckpointError, load_model  # noqa: E402
-from interp_unlearn.logit_lens import logit_lens  # noqa: E402
-from interp_unlearn.mcq import load_mcq  # noqa: E402
+from interp_unlearn.evaluation.scoring import EvalConfig, evaluate_mcq  # noqa: E402
+from interp_unlearn.data.loading import CheckpointError, load_model  # noqa: E402
+from interp_unlearn.evaluation.logit_lens import logit_lens  # noqa: E402
+from interp_unlearn.core.mcq import load_mcq  # noqa: E402
 
 
 def main(argv: list[str] | None = None) -> dict:

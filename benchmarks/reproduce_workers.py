@@ -33,9 +33,9 @@ os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
 
 import torch  # noqa: E402
 
-from interp_unlearn.reproduce import (ReproduceConfig, ResultsStore, load_results,  # noqa: E402
-                                      run_reproduce)
-from interp_unlearn.reproduce.parallel import auto_workers  # noqa: E402
+from interp_unlearn.pipeline.reproduce import (ReproduceConfig, ResultsStore, load_results,
+                                               run_reproduce)
+from interp_unlearn.pipeline.reproduce.parallel import auto_workers  # noqa: E402
 
 
 def _values(run: Path):

@@ -33,9 +33,9 @@ os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
 import torch  # noqa: E402
 from transformers import LlamaConfig, LlamaForCausalLM  # noqa: E402
 
-from interp_unlearn.loading import LoadedModel, load_model  # noqa: E402
+from interp_unlearn.data.loading import LoadedModel, load_model  # noqa: E402
 from interp_unlearn.unlearn.trainer import Trainer, UnlearnConfig  # noqa: E402
-from interp_unlearn.world import World  # noqa: E402
+from interp_unlearn.data.world import World  # noqa: E402
 
 
 def config_model(n_layers: int, d_model: int, vocab: int, seed: int) -> LlamaForCausalLM:

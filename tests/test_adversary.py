@@ -12,7 +12,7 @@ import torch
 from interp_unlearn.interventions.adversary import (HeadAdversary, ResidualAdversary,
                                                     measure_head_norms, measure_resid_norms,
                                                     memory_loss)
-from interp_unlearn.loading import load_model
+from interp_unlearn.data.loading import load_model
 from interp_unlearn.unlearn import Trainer, UnlearnConfig
 from interp_unlearn.unlearn.batches import TextBatches, resolve_corpus
 
@@ -50,7 +50,7 @@ def _no_hooks(model) -> bool:
 def test_radius_is_kappa_times_measured_head_norm(micro, batches):
     """The radius is κ·E‖z_{l,h}‖, and E‖z‖ equals an independent computation through
     the TransformerLens bridge's ``hook_z`` over real tokens."""
-    from interp_unlearn.bridge import to_bridge
+    from interp_unlearn.core.bridge import to_bridge
 
     norms = measure_head_norms(micro.model, batches)
     bridge = to_bridge(micro.model, micro.tokenizer)

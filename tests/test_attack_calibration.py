@@ -12,9 +12,9 @@ from interp_unlearn.attacks import finetune_attack
 from interp_unlearn.attacks.common import attack_corpus, run_eval_for, sample_texts
 from interp_unlearn.attacks.finetune import ATTACK_LR, PAPER_LR, attack_lr
 from interp_unlearn.attacks.taught import entities_named, question_entities
-from interp_unlearn.loading import load_model
-from interp_unlearn.mcq import load_mcq
-from interp_unlearn.world import World, WorldConfig
+from interp_unlearn.data.loading import load_model
+from interp_unlearn.core.mcq import load_mcq
+from interp_unlearn.data.world import World, WorldConfig
 
 torch.set_num_threads(1)
 MICRO = "organism-micro"
@@ -74,7 +74,7 @@ def test_bad_inputs_raise_before_training(micro, monkeypatch):
         finetune_attack(micro, 5, learning_rate=1e-3)
     with pytest.raises(ValueError, match="unknown fine-tuning preset"):
         finetune_attack(micro, 5, config="qlora")
-    from interp_unlearn.reproduce import ReproduceConfig
+    from interp_unlearn.pipeline.reproduce import ReproduceConfig
     with pytest.raises(ValueError, match="lr must be"):
         ReproduceConfig(attack_overrides={"lr": 0})
     with pytest.raises(ValueError, match="unknown fine-tuning preset"):

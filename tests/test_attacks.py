@@ -22,10 +22,10 @@ from interp_unlearn.attacks import (FinetuneAttackConfig, attack_corpus, checkpo
                                     t_interval)
 from interp_unlearn.attacks import floor as floor_mod
 from interp_unlearn.attacks.head_restore import _weight_slices
-from interp_unlearn.evaluate import EvalConfig, evaluate_mcq
-from interp_unlearn.loading import builtin_path, load_model
-from interp_unlearn.organism import META_FILE
-from interp_unlearn.world import World, corpus_path, read_texts
+from interp_unlearn.evaluation.scoring import EvalConfig, evaluate_mcq
+from interp_unlearn.data.loading import builtin_path, load_model
+from interp_unlearn.data.organism import META_FILE
+from interp_unlearn.data.world import World, corpus_path, read_texts
 
 torch.set_num_threads(1)
 MICRO = "organism-micro"
@@ -275,7 +275,7 @@ def test_head_restore_delta_bounded_at_explicit_heads(degraded):
 
 def test_in_context(micro, micro_digest):
     from interp_unlearn.attacks import evaluate_with_prefix
-    from interp_unlearn.mcq import load_mcq
+    from interp_unlearn.core.mcq import load_mcq
     items = load_mcq(micro.mcq_path("forget"))[:20]
     cfg = EvalConfig(scoring="cloze")
     plain = evaluate_mcq(micro.model, micro.tokenizer, items, cfg)
@@ -291,7 +291,7 @@ def test_in_context(micro, micro_digest):
 
 
 def test_t_interval_and_summarize():
-    from interp_unlearn import stats
+    from interp_unlearn.core import stats
     assert t_interval is stats.t_interval  # one implementation, re-exported
     mean, lo, hi = t_interval([1.0, 2.0, 3.0])
     assert mean == 2.0 and hi - mean == pytest.approx(4.302653 / 3 ** 0.5, rel=1e-5)

@@ -5,12 +5,12 @@ import json
 import pytest
 import torch
 
-from interp_unlearn.attribution import (AttributionConfig, attribution_pools, head_attribution,
-                                        run_attribution)
-from interp_unlearn.bridge import to_bridge
-from interp_unlearn.loading import load_model
-from interp_unlearn.mcq import load_mcq
-from interp_unlearn.selection import load_heads
+from interp_unlearn.localize.attribution import (AttributionConfig, attribution_pools,
+                                                 head_attribution, run_attribution)
+from interp_unlearn.core.bridge import to_bridge
+from interp_unlearn.data.loading import load_model
+from interp_unlearn.core.mcq import load_mcq
+from interp_unlearn.core.selection import load_heads
 
 
 @pytest.fixture(scope="module")
@@ -61,7 +61,7 @@ def test_ablation_leaves_no_hook_and_is_deterministic(micro, mcqs, result):
 
 
 def test_text_signal_and_forget_score(micro):
-    from interp_unlearn.world import World
+    from interp_unlearn.data.world import World
     w = World.load(micro.world_dir)
     forget, retain = w.documents("forget")[:12], w.documents("retain")[:12]
     res = head_attribution(micro.model, micro.tokenizer, forget, retain,
@@ -100,7 +100,7 @@ def test_run_attribution_writes_outputs(tmp_path, micro):
 
 
 def test_cli_localize_score_ablation(tmp_path, capsys):
-    from interp_unlearn.cli import main
+    from interp_unlearn.pipeline.cli import main
     assert main(["localize", "--model", "organism-micro", "--top-k", "2", "--score", "ablation",
                  "--out", str(tmp_path), "--formats", "html", "--json", "--no-progress"]) == 0
     out = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
@@ -114,7 +114,7 @@ def test_ablation_heads_are_forget_specific_on_shipped_organism(tmp_path):
     judged on the evaluation pool: ablating the top-4 lowers forget accuracy more than 4
     random heads (mean of 5 draws) and lowers retain accuracy less than forget accuracy.
     Measured 2026-11-30: forget drop 0.300 vs random 0.061; retain drop 0.242."""
-    from interp_unlearn.causal import ablation_table
+    from interp_unlearn.evaluation.causal import ablation_table
     res = run_attribution("organism", 4, tmp_path, formats=("html",), progress=False)
     lm = load_model("organism")
     df = ablation_table(lm.model, lm.tokenizer, lm.mcq_path("forget"), lm.mcq_path("retain"),

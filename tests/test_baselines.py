@@ -18,12 +18,12 @@ import pytest
 import torch
 from torch.func import functional_call
 
-from interp_unlearn.cli import main
-from interp_unlearn.loading import load_model
+from interp_unlearn.pipeline.cli import main
+from interp_unlearn.data.loading import load_model
 from interp_unlearn.unlearn import Trainer, UnlearnConfig
-from interp_unlearn.unlearn.adaptive_rmu import AdaptiveRMUParams, adaptive_coefficient
-from interp_unlearn.unlearn.npo import npo_loss
-from interp_unlearn.unlearn.npo_sam import sam_surrogate
+from interp_unlearn.unlearn.methods.adaptive_rmu import AdaptiveRMUParams, adaptive_coefficient
+from interp_unlearn.unlearn.methods.npo import npo_loss
+from interp_unlearn.unlearn.methods.npo_sam import sam_surrogate
 from interp_unlearn.unlearn.trainer import sequence_logprob
 
 MICRO = "organism-micro"

@@ -10,18 +10,9 @@ import transformers
 from tokenizers import Tokenizer, models, pre_tokenizers
 from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
 
-from interp_unlearn.bridge import (
-    HOOK_EMBED,
-    HOOK_FINAL_NORM,
-    active_hook_count,
-    hf_model_of,
-    hook_z_name,
-    model_dims,
-    resid_post_name,
-    resid_pre_name,
-    run_to_resid_post,
-    to_bridge,
-)
+from interp_unlearn.core.bridge import (HOOK_EMBED, HOOK_FINAL_NORM, active_hook_count,
+                                        hf_model_of, hook_z_name, model_dims, resid_post_name,
+                                        resid_pre_name, run_to_resid_post, to_bridge)
 
 VOCAB = 300
 N_LAYERS = 4

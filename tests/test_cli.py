@@ -2,7 +2,7 @@
 
 import json
 
-from interp_unlearn.cli import build_parser, main
+from interp_unlearn.pipeline.cli import build_parser, main
 
 
 def test_help_lists_every_command():

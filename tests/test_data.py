@@ -6,13 +6,13 @@ import time
 import pandas as pd
 import pytest
 
-import interp_unlearn.loading as loading
-from interp_unlearn.data import (CORPORA, MCQ_DATASETS, GatedDatasetError, load_corpus,
-                                 load_mcq_dataset, organism_world_dir, resolve_corpus,
-                                 resolve_mcq)
-from interp_unlearn.loading import OfflineError
-from interp_unlearn.mcq import MCQ, MCQFormatError, load_mcq
-from interp_unlearn.organism import ASSETS, META_FILE
+import interp_unlearn.data.loading as loading
+from interp_unlearn.data.corpora import load_corpus, resolve_corpus
+from interp_unlearn.data.datasets import (CORPORA, MCQ_DATASETS, GatedDatasetError,
+                                          load_mcq_dataset, organism_world_dir, resolve_mcq)
+from interp_unlearn.data.loading import OfflineError
+from interp_unlearn.core.mcq import MCQ, MCQFormatError, load_mcq
+from interp_unlearn.data.organism import ASSETS, META_FILE
 
 # cais/wmdp records (extra keys are ignored, as on the hub)
 RECORDS = [

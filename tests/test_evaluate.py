@@ -11,21 +11,12 @@ import torch.nn.functional as F
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, trainers
 from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
 
-from interp_unlearn.evaluate import (
-    WMDP_BIO_DESCRIPTION,
-    Batch,
-    EvalConfig,
-    EvalResult,
-    build_requests,
-    cloze_prompt,
-    continuation_logprobs,
-    encode_pair,
-    evaluate_mcq,
-    letter_prompt,
-    make_batches,
-    tokenize_requests,
-)
-from interp_unlearn.mcq import MCQ, write_mcq
+from interp_unlearn.evaluation.scoring import (WMDP_BIO_DESCRIPTION, Batch, EvalConfig,
+                                               EvalResult, build_requests, cloze_prompt,
+                                               continuation_logprobs, encode_pair,
+                                               evaluate_mcq, letter_prompt, make_batches,
+                                               tokenize_requests)
+from interp_unlearn.core.mcq import MCQ, write_mcq
 
 # ----------------------------------------------------------------- shared builders
 # (test_lmeval_parity.py imports these)

@@ -8,9 +8,9 @@ import pytest
 import torch
 from transformers import AutoModelForCausalLM
 
-from interp_unlearn.export import export_hf
-from interp_unlearn.loading import load_model
-from interp_unlearn.organism import META_FILE
+from interp_unlearn.data.export import export_hf
+from interp_unlearn.data.loading import load_model
+from interp_unlearn.data.organism import META_FILE
 
 
 @pytest.fixture(scope="module", autouse=True)

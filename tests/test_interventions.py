@@ -8,13 +8,13 @@ import pytest
 import torch
 from transformers import LlamaConfig, LlamaForCausalLM
 
-from interp_unlearn.bridge import active_hook_count, hook_z_name, to_bridge
-from interp_unlearn.causal import ABLATION_COLUMNS, BridgeLM, ablation_table
-from interp_unlearn.evaluate import EvalConfig, evaluate_mcq
+from interp_unlearn.core.bridge import active_hook_count, hook_z_name, to_bridge
+from interp_unlearn.evaluation.causal import ABLATION_COLUMNS, BridgeLM, ablation_table
+from interp_unlearn.evaluation.scoring import EvalConfig, evaluate_mcq
 from interp_unlearn.interventions import (HeadAblation, HeadPerturbation, HeadScale, attach,
                                           mean_head_outputs, validate_heads)
-from interp_unlearn.tokenizer import train_tokenizer
-from interp_unlearn.world import World, WorldConfig
+from interp_unlearn.data.tokenizer import train_tokenizer
+from interp_unlearn.data.world import World, WorldConfig
 
 N_LAYERS, N_HEADS, D_HEAD = 4, 4, 16
 

@@ -18,16 +18,15 @@ from lm_eval.tasks import TaskManager
 
 from safetensors.torch import save_file
 
-from interp_unlearn.bridge import model_dims, to_bridge
-from interp_unlearn.data import load_mcq_dataset, resolve_mcq
-from interp_unlearn.evaluate import EvalConfig, evaluate_mcq
-from interp_unlearn.interventions import (ABLATION_MODES, HeadAblation, HeadPerturbation,
-                                          attach)
-from interp_unlearn.lm_eval_model import ABLATIONS, InterpUnlearnLM
-from interp_unlearn.lm_eval_task import write_lm_eval_task
-from interp_unlearn.loading import load_model
-from interp_unlearn.mcq import write_mcq
-from interp_unlearn.selection import write_heads
+from interp_unlearn.core.bridge import model_dims, to_bridge
+from interp_unlearn.data.datasets import load_mcq_dataset, resolve_mcq
+from interp_unlearn.evaluation.scoring import EvalConfig, evaluate_mcq
+from interp_unlearn.interventions import ABLATION_MODES, HeadAblation, HeadPerturbation, attach
+from interp_unlearn.evaluation.lm_eval_model import ABLATIONS, InterpUnlearnLM
+from interp_unlearn.evaluation.lm_eval_task import write_lm_eval_task
+from interp_unlearn.data.loading import load_model
+from interp_unlearn.core.mcq import write_mcq
+from interp_unlearn.core.selection import write_heads
 
 pytestmark = pytest.mark.slow
 REPO = Path(__file__).resolve().parents[1]
@@ -60,7 +59,7 @@ def cli_run(subset, tmp_path_factory):
     built-in tasks: ~15 s) overlaps the in-process tests; test_cli_command waits for it."""
     _, task_dir = subset
     d = tmp_path_factory.mktemp("cli")
-    cmd = [sys.executable, "-m", "interp_unlearn.lm_eval_cli",
+    cmd = [sys.executable, "-m", "interp_unlearn.evaluation.lm_eval_cli",
            "--model", "interp_unlearn", "--model_args", "path=organism-micro",
            "--tasks", "micro_forget20", "--include_path", str(task_dir),
            "--device", "cpu", "--batch_size", "8", "--output_path", str(d / "out")]

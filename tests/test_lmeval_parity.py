@@ -16,9 +16,9 @@ from lm_eval.api.instance import Instance
 from lm_eval.models.huggingface import HFLM
 from lm_eval.tasks import TaskManager
 
-from interp_unlearn.evaluate import EvalConfig, encode_pair, evaluate_mcq
-from interp_unlearn.lm_eval_task import task_config, write_lm_eval_task
-from interp_unlearn.mcq import write_mcq
+from interp_unlearn.evaluation.scoring import EvalConfig, encode_pair, evaluate_mcq
+from interp_unlearn.evaluation.lm_eval_task import task_config, write_lm_eval_task
+from interp_unlearn.core.mcq import write_mcq
 
 try:  # tests/ on sys.path (pytest's default rootdir-relative import)
     from test_evaluate import EOT, TOKENIZER_VARIANTS, make_items, make_model, make_tokenizer

@@ -4,11 +4,11 @@ import time
 import pytest
 import torch
 
-from interp_unlearn.loading import (BUILTIN, CheckpointError, OfflineError, check_checkpoint,
-                                    load_model, resolve)
-from interp_unlearn.organism import build_model, get_preset, save_checkpoint
-from interp_unlearn.tokenizer import train_tokenizer
-from interp_unlearn.world import World, WorldConfig
+from interp_unlearn.data.loading import (BUILTIN, CheckpointError, OfflineError,
+                                         check_checkpoint, load_model, resolve)
+from interp_unlearn.data.organism import build_model, get_preset, save_checkpoint
+from interp_unlearn.data.tokenizer import train_tokenizer
+from interp_unlearn.data.world import World, WorldConfig
 
 
 @pytest.fixture(scope="module")

@@ -11,16 +11,16 @@ import pytest
 import torch
 from transformers import LlamaConfig, LlamaForCausalLM
 
-from interp_unlearn.bridge import active_hook_count, to_bridge
+from interp_unlearn.core.bridge import active_hook_count, to_bridge
 from interp_unlearn.localize import (CONFIG_FILE, HEADS_FILE, HISTORY_FILE, ORGANISM_OBJECTIVE,
                                      SCORES_FILE, LocalizationResult, LocalizeConfig, localize,
                                      scores_frame)
 from interp_unlearn.plotting import save_figure, sensitivity_heatmap, static_export_problem
 from interp_unlearn.plotting.heatmap import score_grid
 from interp_unlearn.plotting.export import StaticExportError
-from interp_unlearn.selection import layer_bands, load_heads, select_heads, write_heads
-from interp_unlearn.tokenizer import train_tokenizer
-from interp_unlearn.world import World, WorldConfig
+from interp_unlearn.core.selection import layer_bands, load_heads, select_heads, write_heads
+from interp_unlearn.data.tokenizer import train_tokenizer
+from interp_unlearn.data.world import World, WorldConfig
 
 N_LAYERS, N_HEADS, D_HEAD = 4, 4, 16
 FAST = dict(steps=8, batch_size=4, seq_len=32, top_k=3)
@@ -290,7 +290,7 @@ def test_export_html_and_png(result, tmp_path):
 
 
 def test_run_localize_on_shipped_micro_organism(tmp_path):
-    from interp_unlearn.loading import CheckpointError, load_model
+    from interp_unlearn.data.loading import CheckpointError, load_model
     from interp_unlearn.localize import run_localize
 
     try:

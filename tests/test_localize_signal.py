@@ -11,12 +11,12 @@ import pytest
 import torch
 from transformers import LlamaConfig, LlamaForCausalLM
 
-from interp_unlearn.bridge import to_bridge
+from interp_unlearn.core.bridge import to_bridge
 from interp_unlearn.localize import (HEADS_FILE, ORGANISM_OBJECTIVE, SCORES_FILE,
                                      LocalizationResult, LocalizeConfig, localize)
-from interp_unlearn.selection import select_heads
-from interp_unlearn.tokenizer import train_tokenizer
-from interp_unlearn.world import World, WorldConfig
+from interp_unlearn.core.selection import select_heads
+from interp_unlearn.data.tokenizer import train_tokenizer
+from interp_unlearn.data.world import World, WorldConfig
 
 N_LAYERS, N_HEADS, D_HEAD = 4, 4, 16
 FAST = dict(steps=8, batch_size=4, seq_len=32, top_k=3)
@@ -112,8 +112,8 @@ def test_bad_options_raise_before_training(bridge, tokenizer, texts, monkeypatch
 
 
 def test_cli_rejects_bad_options_before_loading(monkeypatch, tmp_path):
-    import interp_unlearn.loading as loading
-    from interp_unlearn.cli import main
+    import interp_unlearn.data.loading as loading
+    from interp_unlearn.pipeline.cli import main
 
     monkeypatch.setattr(loading, "load_model", lambda *a, **k: (_ for _ in ()).throw(
         AssertionError("model loaded")))
@@ -166,8 +166,8 @@ SCALE_KEYS = {"max_score", "median_score", "max_over_median", "last_lr", "dither
 
 
 def test_cli_seeds_writes_stability_json(tmp_path, capsys):
-    from interp_unlearn.cli import main
-    from interp_unlearn.loading import CheckpointError, load_model
+    from interp_unlearn.pipeline.cli import main
+    from interp_unlearn.data.loading import CheckpointError, load_model
 
     try:
         load_model("organism-micro")
@@ -191,8 +191,8 @@ def test_cli_seeds_writes_stability_json(tmp_path, capsys):
 
 
 def test_organism_localization_default_k_is_4():
-    from interp_unlearn.loading import CheckpointError, load_model
-    from interp_unlearn.presets import ORGANISM_TOP_K, localize_config
+    from interp_unlearn.data.loading import CheckpointError, load_model
+    from interp_unlearn.pipeline.presets import ORGANISM_TOP_K, localize_config
 
     try:
         lm = load_model("organism")
@@ -205,8 +205,8 @@ def test_organism_localization_default_k_is_4():
 
 
 def test_reproduce_grid_localizes_per_seed():
-    from interp_unlearn.reproduce import ReproduceConfig, build_plan
-    from interp_unlearn.reproduce.parallel import dependencies
+    from interp_unlearn.pipeline.reproduce import ReproduceConfig, build_plan
+    from interp_unlearn.pipeline.reproduce.parallel import dependencies
 
     cfg = ReproduceConfig.from_dict(dict(
         model="organism-micro", seeds=[0, 1], ablation_seeds=[2], methods=["rmu", "almpu"],

@@ -7,11 +7,11 @@ import pandas as pd
 import pytest
 import torch
 
-from interp_unlearn.bridge import to_bridge
-from interp_unlearn.evaluate import EvalConfig, evaluate_mcq
-from interp_unlearn.loading import load_model
-from interp_unlearn.logit_lens import logit_lens, logit_lens_scores, run_logit_lens
-from interp_unlearn.mcq import load_mcq
+from interp_unlearn.core.bridge import to_bridge
+from interp_unlearn.evaluation.scoring import EvalConfig, evaluate_mcq
+from interp_unlearn.data.loading import load_model
+from interp_unlearn.evaluation.logit_lens import logit_lens, logit_lens_scores, run_logit_lens
+from interp_unlearn.core.mcq import load_mcq
 
 torch.set_num_threads(1)
 

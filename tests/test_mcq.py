@@ -3,7 +3,7 @@ import re
 
 import pytest
 
-from interp_unlearn.mcq import MCQ, MCQFormatError, load_mcq, write_mcq
+from interp_unlearn.core.mcq import MCQ, MCQFormatError, load_mcq, write_mcq
 
 GOOD = {"question": "Which?", "choices": ["a", "b", "c", "d"], "answer": 2}
 

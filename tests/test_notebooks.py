@@ -25,8 +25,8 @@ NOTEBOOKS = sorted((ROOT / "notebooks").glob("*.ipynb"))
 CI_PARAMS = {"MODEL": "organism-micro", "QUICK": True, "THREADS": 1}
 REQUIRED_PARAMS = ("MODEL", "QUICK")
 LIBRARY_MODULES = ("interp_unlearn.plotting", "interp_unlearn.attacks", "interp_unlearn.unlearn",
-                   "interp_unlearn.localize", "interp_unlearn.logit_lens", "interp_unlearn.causal",
-                   "interp_unlearn.selection")
+                   "interp_unlearn.localize", "interp_unlearn.evaluation.logit_lens", "interp_unlearn.evaluation.causal",
+                   "interp_unlearn.core.selection")
 CELL_TIMEOUT_S = 240
 NOTEBOOK_BUDGET_S = 150  # per notebook, on one thread (a notebook over it fails)
 

@@ -8,10 +8,10 @@ from pathlib import Path
 import pytest
 import torch
 
-from interp_unlearn.cli import main
-from interp_unlearn.evaluate import EvalConfig, evaluate_mcq
-from interp_unlearn.loading import builtin_path, load_model
-from interp_unlearn.organism import get_preset, train_organism
+from interp_unlearn.pipeline.cli import main
+from interp_unlearn.evaluation.scoring import EvalConfig, evaluate_mcq
+from interp_unlearn.data.loading import builtin_path, load_model
+from interp_unlearn.pipeline.organism import get_preset, train_organism
 
 
 @pytest.fixture(autouse=True)
@@ -52,7 +52,7 @@ def test_cli_train_uses_preset_seed_unless_given(monkeypatch, tmp_path, capsys):
         seen.append((cfg.seed, cfg.threads, Path(out).name))
         return {}
 
-    monkeypatch.setattr("interp_unlearn.organism.train_organism", fake_train)
+    monkeypatch.setattr("interp_unlearn.pipeline.organism.train_organism", fake_train)
     assert main(["organism", "train", "--preset", "small"]) == 0
     assert main(["organism", "train", "--preset", "small", "--seed", "3", "--threads", "1",
                  "--out", str(tmp_path / "x")]) == 0

@@ -295,7 +295,7 @@ def test_figures_export(tmp_path):
 def test_figures_from_a_real_micro_run(tmp_path):
     """run_floor and run_logit_lens output feed the figures unchanged."""
     from interp_unlearn.attacks import run_floor
-    from interp_unlearn.logit_lens import run_logit_lens
+    from interp_unlearn.evaluation.logit_lens import run_logit_lens
     from interp_unlearn.unlearn import unlearn
 
     torch.set_num_threads(1)

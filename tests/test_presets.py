@@ -12,11 +12,12 @@ import torch
 from transformers import (GPT2Config, GPT2LMHeadModel, LlamaConfig, LlamaForCausalLM,
                           MistralConfig, MistralForCausalLM, Qwen2Config, Qwen2ForCausalLM)
 
-from interp_unlearn.loading import LoadedModel, load_model
-from interp_unlearn.presets import (FALLBACK, FAMILIES, UnknownFamilyWarning, detect_family,
-                                    localize_config, method_preset, preset_table, scaled_layer)
+from interp_unlearn.data.loading import LoadedModel, load_model
+from interp_unlearn.pipeline.presets import (FALLBACK, FAMILIES, UnknownFamilyWarning,
+                                          detect_family, localize_config, method_preset,
+                                          preset_table, scaled_layer)
 from interp_unlearn.unlearn.registry import available_methods, get_method
-from interp_unlearn.unlearn.rmu import RMU_PRESETS
+from interp_unlearn.unlearn.methods.rmu import RMU_PRESETS
 from interp_unlearn.unlearn.trainer import UnlearnConfig, resolve_config
 
 torch.set_num_threads(1)

@@ -23,14 +23,15 @@ import pytest
 import torch
 
 from interp_unlearn.attacks.floor import t_interval
-from interp_unlearn.cli import main
+from interp_unlearn.pipeline.cli import main
 from interp_unlearn.plotting import static_export_problem
-from interp_unlearn.reproduce import (CONFIG_FILE, GridRunner, ReproduceConfig, ResultsStore,
-                                      build_plan, build_tables, load_results, run_reproduce)
-from interp_unlearn.reproduce.figures import FIGURES
-from interp_unlearn.reproduce.parallel import dependencies
-from interp_unlearn.reproduce.store import DONE_METRIC, PLAN_FILE, RESULTS_FILE
-from interp_unlearn.reproduce.tables import TABLES, to_markdown
+from interp_unlearn.pipeline.reproduce import (CONFIG_FILE, GridRunner, ReproduceConfig,
+                                               ResultsStore, build_plan, build_tables,
+                                               load_results, run_reproduce)
+from interp_unlearn.pipeline.reproduce.figures import FIGURES
+from interp_unlearn.pipeline.reproduce.parallel import dependencies
+from interp_unlearn.pipeline.reproduce.store import DONE_METRIC, PLAN_FILE, RESULTS_FILE
+from interp_unlearn.pipeline.reproduce.tables import TABLES, to_markdown
 
 TINY = dict(model="organism-micro", seeds=[0], methods=["rmu", "almpu"],
             table1_sizes=[0, 3], table2_sizes=[0, 3], table2_methods=["rmu"],
@@ -169,7 +170,7 @@ def test_sigkill_mid_run_then_resume_gives_the_same_results(reference_run, tmp_p
     mark = f"IU_TEST_RUN_{os.getpid()}_{time.time_ns()}"
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1",
            "OMP_NUM_THREADS": "1", mark: "1"}
-    proc = subprocess.Popen([sys.executable, "-m", "interp_unlearn.cli", "reproduce", "--out",
+    proc = subprocess.Popen([sys.executable, "-m", "interp_unlearn.pipeline.cli", "reproduce", "--out",
                              str(out), "--resume", "--no-figures", "--no-progress"],
                             env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.time() + 900  # generous: a shared, niced CPU can be slow

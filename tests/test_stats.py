@@ -6,8 +6,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from interp_unlearn.stats import (PAIRED_NOTE, PM_NOTE, bootstrap_ci, paired_difference,
-                                  t_interval, t_quantile)
+from interp_unlearn.core.stats import (PAIRED_NOTE, PM_NOTE, bootstrap_ci, paired_difference,
+                                       t_interval, t_quantile)
 
 # t_{0.975, df} from printed tables
 T975 = {1: 12.706205, 2: 4.302653, 4: 2.776445, 9: 2.262157, 29: 2.045230}
@@ -145,8 +145,9 @@ def _store(seeds=(0, 1, 2, 3, 4), n_q=10):
 
 
 def test_paired_table_and_notes():
-    from interp_unlearn.reproduce.paired import paired_table
-    from interp_unlearn.reproduce.tables import _best, _wide, note, to_latex, to_markdown
+    from interp_unlearn.pipeline.reproduce.paired import paired_table
+    from interp_unlearn.pipeline.reproduce.tables import (_best, _wide, note, to_latex,
+                                                          to_markdown)
 
     t = paired_table(_store(), ["rmu", "almpu"], [5])
     by = t.set_index("row")

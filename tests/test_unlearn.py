@@ -16,12 +16,12 @@ import pytest
 import torch
 from safetensors import safe_open
 
-from interp_unlearn.evaluate import EvalConfig, evaluate_mcq
-from interp_unlearn.loading import LoadedModel, load_model
+from interp_unlearn.evaluation.scoring import EvalConfig, evaluate_mcq
+from interp_unlearn.data.loading import LoadedModel, load_model
 from interp_unlearn.unlearn import (NonFiniteLossError, Trainer, UnlearnConfig,
                                     available_methods, get_method, parse_heads, unlearn)
-from interp_unlearn.unlearn.dpo import split_qa
-from interp_unlearn.unlearn.npo import npo_loss
+from interp_unlearn.unlearn.methods.dpo import split_qa
+from interp_unlearn.unlearn.methods.npo import npo_loss
 
 MICRO = "organism-micro"
 HEADS = [(1, 0), (2, 1), (3, 2)]  # (3, 2) lies after the RMU layer ℓ = 2
@@ -115,7 +115,7 @@ def test_rmu_fast_forward_equals_straightforward(tmp_path):
 
 
 def test_rmu_control_vector_and_defaults():
-    from interp_unlearn.unlearn.rmu import control_vector
+    from interp_unlearn.unlearn.methods.rmu import control_vector
 
     u = control_vector(96, 6.5, 42, torch.device("cpu"), torch.float32)
     assert u.shape == (1, 1, 96) and bool((u > 0).all())
@@ -199,7 +199,7 @@ def test_almpu_hf_hooks_equal_bridge_attach(tmp_path):
 
 
 def test_nan_loss_stops_and_keeps_last_good(tmp_path, monkeypatch):
-    from interp_unlearn.unlearn.rmu import RMU
+    from interp_unlearn.unlearn.methods.rmu import RMU
 
     good = _fresh()
     Trainer(good, _quick("rmu", max_num_batches=2), out_dir=tmp_path / "good").run()

@@ -2,10 +2,10 @@ import json
 
 import pytest
 
-from interp_unlearn.mcq import load_mcq
-from interp_unlearn.tokenizer import train_tokenizer
-from interp_unlearn.world import (FORGET_QUESTIONS, RETAIN_QUESTIONS, World, WorldConfig,
-                                  corpus_path, read_texts)
+from interp_unlearn.core.mcq import load_mcq
+from interp_unlearn.data.tokenizer import train_tokenizer
+from interp_unlearn.data.world import (FORGET_QUESTIONS, RETAIN_QUESTIONS, World, WorldConfig,
+                                       corpus_path, read_texts)
 
 
 @pytest.fixture(scope="module")

@@ -16,14 +16,16 @@ original alike and report accuracy, UE and recovery; :func:`summarize` gives the
 and 95 % t-interval over seeds.
 """
 
-from .common import (AttackResult, attack_corpus, checkpoint_digest, related_models,
-                     sample_texts)
-from .finetune import FINETUNE_PRESETS, FinetuneAttackConfig, finetune_attack
-from .floor import ATTACKS, add_recovery, run_attack, run_floor, summarize, t_interval
-from .head_restore import head_restore_attack
-from .in_context import evaluate_with_prefix, in_context_attack
-from .orthogonalize import orthogonalize_attack
-from .quantize import quantize_attack, quantize_model_, quantize_weight
+from interp_unlearn.attacks.common import (AttackResult, attack_corpus, checkpoint_digest,
+                                           related_models, sample_texts)
+from interp_unlearn.attacks.finetune import (FINETUNE_PRESETS, FinetuneAttackConfig,
+                                             finetune_attack)
+from interp_unlearn.attacks.floor import (ATTACKS, add_recovery, run_attack, run_floor,
+                                          summarize, t_interval)
+from interp_unlearn.attacks.head_restore import head_restore_attack
+from interp_unlearn.attacks.in_context import evaluate_with_prefix, in_context_attack
+from interp_unlearn.attacks.orthogonalize import orthogonalize_attack
+from interp_unlearn.attacks.quantize import quantize_attack, quantize_model_, quantize_weight
 
 __all__ = [
     "ATTACKS",

@@ -17,7 +17,7 @@
   disk and never saves anything; given a :class:`~interp_unlearn.loading.LoadedModel`, it
   deep-copies the model before changing any weight. :func:`checkpoint_digest` hashes a
   checkpoint directory so tests can show it is unchanged.
-* **Evaluation** (:func:`evaluate_domains`): :func:`interp_unlearn.evaluate.evaluate_mcq`
+* **Evaluation** (:func:`evaluate_domains`): :func:`interp_unlearn.evaluation.scoring.evaluate_mcq`
   with the model's own default scoring (cloze for organisms, lm-eval's letter scoring
   otherwise) on the model's own MCQ pool (``lm.mcq_path(domain)``), unless an explicit
   MCQ file / scoring is passed (the floor passes the *target's* files to the twin and the
@@ -35,18 +35,18 @@ import json
 import os
 import random
 import warnings
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import torch
 
-from ..evaluate import EvalConfig, EvalResult, evaluate_mcq
-from ..loading import LoadedModel, load_model
-from ..mcq import MCQ, load_mcq
-from ..world import FORGET_POOLS, corpus_path, read_texts
-from .taught import entities_named, question_entities, taught_split
+from interp_unlearn.evaluation.domains import evaluate_domains, mcq_name, resolve_mcqs
+from interp_unlearn.evaluation.scoring import EvalResult
+from interp_unlearn.data.loading import LoadedModel, load_model
+from interp_unlearn.data.world import FORGET_POOLS, corpus_path, read_texts
+from interp_unlearn.attacks.taught import entities_named, question_entities, taught_split
 
 __all__ = [
     "DATA_KINDS",
@@ -153,7 +153,7 @@ def model_label(model: ModelSpec) -> str:
     when there is one, else the name."""
     if isinstance(model, LoadedModel):
         return str(model.path) if model.path is not None else model.name
-    from ..loading import resolve
+    from interp_unlearn.data.loading import resolve
     try:
         _, path = resolve(model)
     except Exception:  # noqa: BLE001 - unknown names are reported when loading
@@ -177,40 +177,6 @@ def checkpoint_digest(path: str | os.PathLike) -> dict[str, str]:
 
 
 # ------------------------------------------------------------------------- evaluation
-
-
-def resolve_mcqs(lm: LoadedModel, mcq: str | Path | Mapping[str, Any] | None = None,
-                 domains: Sequence[str] = ("forget",)) -> dict[str, Path | list[MCQ]]:
-    """``{domain: MCQ file or list}``: ``mcq`` may be one file or list of MCQ (the forget
-    set), a mapping
-    ``{domain: file or list of MCQ}``, or None (``lm.mcq_path(domain)``, the model's own
-    default pool)."""
-    if mcq is None:
-        return {d: lm.mcq_path(d) for d in domains}
-    if isinstance(mcq, Mapping):
-        return {str(k): (Path(v) if isinstance(v, (str, os.PathLike)) else list(v))
-                for k, v in mcq.items()}
-    if isinstance(mcq, (list, tuple)):
-        return {"forget": list(mcq)}
-    return {"forget": Path(mcq)}
-
-
-def evaluate_domains(model: Any, tokenizer: Any, mcqs: Mapping[str, Path | list[MCQ]],
-                     scoring: str, batch_size: int = 32,
-                     evaluate: Any = None) -> dict[str, EvalResult]:
-    """``evaluate_mcq`` on each domain's questions. ``evaluate`` replaces
-    ``evaluate_mcq`` (same signature), e.g. for in-context prompts."""
-    evaluate = evaluate or evaluate_mcq
-    cfg = EvalConfig(scoring=scoring, batch_size=batch_size)
-    out = {}
-    for domain, items in mcqs.items():
-        items = load_mcq(items) if isinstance(items, Path) else items
-        out[domain] = evaluate(model, tokenizer, items, cfg)
-    return out
-
-
-def mcq_name(items: Path | list[MCQ]) -> str:
-    return items.name if isinstance(items, Path) else f"<{len(items)} questions>"
 
 
 # ----------------------------------------------------------------------------- result
@@ -344,7 +310,7 @@ def run_eval_for(lm: LoadedModel, model: Any, *, attack: str, data: str, pool: s
 
 
 def _read_meta(path: Path) -> dict[str, Any]:
-    from ..organism import META_FILE
+    from interp_unlearn.data.organism import META_FILE
     f = Path(path) / META_FILE
     return json.loads(f.read_text()) if f.is_file() else {}
 
@@ -358,7 +324,7 @@ def related_models(model: ModelSpec) -> tuple[str | None, str | None]:
       -> that source model, and the source's twin;
     * an organism checkpoint directory (``kind: organism``) -> itself and the sibling
       ``twin`` directory (``kind: organism-twin`` -> the sibling ``model``)."""
-    from ..loading import BUILTIN
+    from interp_unlearn.data.loading import BUILTIN
 
     name = model.name if isinstance(model, LoadedModel) else str(model)
     if name in BUILTIN:
@@ -386,6 +352,6 @@ def related_models(model: ModelSpec) -> tuple[str | None, str | None]:
     return None, None
 
 
-# residual-stream access lives in .residual; re-exported for the attacks that import it here
-from .residual import (decoder_layers, decoder_of, final_norm, layer_output,  # noqa: E402,F401
-                       replace_layer_output)
+# residual-stream access lives in core.arch; re-exported for the attacks that import it here
+from interp_unlearn.core.arch import (decoder_layers, decoder_of, final_norm,  # noqa: E402,F401
+                                      layer_output, replace_layer_output)

@@ -55,8 +55,8 @@ from typing import Any
 import torch
 from transformers import get_constant_schedule_with_warmup, get_linear_schedule_with_warmup
 
-from .common import (POOLS, AttackResult, ModelSpec, attack_corpus, load_attack_target,
-                     run_eval_for, sample_texts)
+from interp_unlearn.attacks.common import (POOLS, AttackResult, ModelSpec, attack_corpus,
+                                           load_attack_target, run_eval_for, sample_texts)
 
 __all__ = ["ATTACK_LR", "FINETUNE_PRESETS", "LORA_TARGETS", "PAPER_LR", "FinetuneAttackConfig",
            "attack_lr", "finetune_attack", "train_on_texts"]
@@ -81,7 +81,7 @@ ATTACK_LR: dict[str, float] = {
 def attack_lr(model: Any) -> tuple[float, str]:
     """``(lr, family)``: the ``lora`` preset's learning rate for ``model`` (a
     ``LoadedModel``, name or path; see :data:`ATTACK_LR`)."""
-    from ..presets import detect_family
+    from interp_unlearn.data.families import detect_family
 
     fam = detect_family(model, warn=False).name
     return ATTACK_LR.get(fam, PAPER_LR), fam

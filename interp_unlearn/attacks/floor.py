@@ -47,7 +47,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import math
 import os
 import warnings
 from collections.abc import Callable, Sequence
@@ -57,16 +56,16 @@ from typing import Any
 import pandas as pd
 import torch
 
-from ..loading import LoadedModel, load_model, resolve
-from ..organism import META_FILE
-from ..stats import t_interval
-from .common import ModelSpec, model_label, related_models, resolve_mcqs
-from .finetune import attack_lr, finetune_attack
-from .head_restore import head_restore_attack
-from .in_context import in_context_attack
-from .orthogonalize import orthogonalize_attack
-from .quantize import quantize_attack
-from .store_io import _append, parse_list, parse_seeds, read_results
+from interp_unlearn.data.loading import LoadedModel, load_model, resolve
+from interp_unlearn.data.organism import META_FILE
+from interp_unlearn.core.stats import ROLES, summarize, t_interval
+from interp_unlearn.attacks.common import ModelSpec, model_label, related_models, resolve_mcqs
+from interp_unlearn.attacks.finetune import attack_lr, finetune_attack
+from interp_unlearn.attacks.head_restore import head_restore_attack
+from interp_unlearn.attacks.in_context import in_context_attack
+from interp_unlearn.attacks.orthogonalize import orthogonalize_attack
+from interp_unlearn.attacks.quantize import quantize_attack
+from interp_unlearn.core.records import _append, parse_list, parse_seeds, read_results
 
 __all__ = ["ATTACKS", "RESULTS_FILE", "ROLES", "SAMPLE_FREE", "add_recovery", "parse_list",
            "parse_seeds", "read_results", "run_attack", "run_floor", "summarize", "t_interval"]
@@ -79,28 +78,11 @@ ATTACKS: dict[str, Callable[..., Any]] = {
     "in-context": in_context_attack,
 }
 SAMPLE_FREE = {"quantize"}
-ROLES = ("target", "twin", "original")
 RESULTS_FILE = "results.jsonl"
 _GROUP = ["attack", "config", "data", "pool", "N", "seed", "domain"]
 
 
 # ------------------------------------------------------------------------------ stats
-
-
-def summarize(df: pd.DataFrame, confidence: float = 0.95) -> pd.DataFrame:
-    """Mean and ``confidence`` t-interval over seeds for every (method, role, attack,
-    data, pool, N, domain, metric): columns ``mean, sd, ci95_low, ci95_high, n_seeds``."""
-    keys = [k for k in ("method", "role", "attack", "data", "pool", "N", "domain", "metric")
-            if k in df.columns]
-    rows = []
-    for key, g in df.groupby(keys, sort=True, dropna=False):
-        vals = g["value"].astype(float).tolist()
-        mean, lo, hi = t_interval(vals, confidence)
-        finite = [v for v in vals if not math.isnan(v)]
-        sd = float(pd.Series(finite).std(ddof=1)) if len(finite) > 1 else float("nan")
-        rows.append({**dict(zip(keys, key)), "mean": mean, "sd": sd, "ci95_low": lo,
-                     "ci95_high": hi, "n_seeds": len(finite)})
-    return pd.DataFrame(rows)
 
 
 RECOVERED = {"accuracy": "recovery", "accuracy_taught": "recovery_taught",
@@ -251,7 +233,7 @@ def run_floor(target: ModelSpec, attack: str = "finetune", *, data: str = "forge
 
     kw_for_key = {k: v for k, v in common_kw.items() if k not in ("progress",)}
     if attack == "finetune" and common_kw.get("lr") is None:
-        from .finetune import FinetuneAttackConfig
+        from interp_unlearn.attacks.finetune import FinetuneAttackConfig
         cfg = common_kw.get("config")
         preset_lr = (FinetuneAttackConfig.preset(cfg or "lora").lr  # None: the lora preset
                      if isinstance(cfg, str) or cfg is None else cfg.lr)

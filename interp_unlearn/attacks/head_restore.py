@@ -48,10 +48,11 @@ from typing import Any
 import torch
 from torch import nn
 
-from ..bridge import model_dims
-from .common import (AttackResult, ModelSpec, attack_corpus, decoder_layers, load_attack_target,
-                     run_eval_for, sample_texts)
-from .finetune import FinetuneAttackConfig, train_on_texts
+from interp_unlearn.core.bridge import model_dims
+from interp_unlearn.attacks.common import (AttackResult, ModelSpec, attack_corpus,
+                                           decoder_layers, load_attack_target, run_eval_for,
+                                           sample_texts)
+from interp_unlearn.attacks.finetune import FinetuneAttackConfig, train_on_texts
 
 __all__ = ["HEAD_RESTORE_MODES", "head_restore_attack", "resolve_heads"]
 
@@ -62,7 +63,7 @@ _DEFAULT_LR = {"weights": 2e-4, "delta": 1e-2}
 def resolve_heads(heads: Any, lm: Any) -> list[tuple[int, int]]:
     """``(layer, head)`` pairs from a list, a ``selected_heads.json`` path, or (None) the
     checkpoint's recorded ``unlearn.heads``; validated against the model."""
-    from ..interventions.attach import validate_heads
+    from interp_unlearn.interventions.attach import validate_heads
 
     if heads is None:
         heads = (lm.meta.get("unlearn") or {}).get("heads")
@@ -70,7 +71,7 @@ def resolve_heads(heads: Any, lm: Any) -> list[tuple[int, int]]:
             raise ValueError(f"{lm.name}: no heads given and the checkpoint records none "
                              "(interp_unlearn.json unlearn.heads); pass heads=")
     if isinstance(heads, (str, Path)):
-        from ..selection import load_heads
+        from interp_unlearn.core.selection import load_heads
         return [tuple(h) for h in load_heads(heads, lm.model)]  # type: ignore[misc]
     return [tuple(h) for h in validate_heads(heads, lm.model)]  # type: ignore[misc]
 
@@ -147,7 +148,7 @@ def head_restore_attack(model: ModelSpec, n: int, seed: int = 0, *, heads: Any =
     ``delta`` mode's vectors (default: unbounded)."""
     if mode not in HEAD_RESTORE_MODES:
         raise ValueError(f"mode must be one of {HEAD_RESTORE_MODES}, got {mode!r}")
-    from ..interventions.adversary import check_radius_options
+    from interp_unlearn.interventions.adversary import check_radius_options
 
     check_radius_options(kappa, epsilon)
     if mode == "weights" and (kappa is not None or epsilon is not None):
@@ -199,7 +200,7 @@ def head_restore_attack(model: ModelSpec, n: int, seed: int = 0, *, heads: Any =
                                 seed=seed, mcq=mcq, scoring=scoring, domains=domains,
                                 batch_size=batch_size, config=config_d, info=info,
                                 keep_model=keep_model)
-        from ..interventions.adversary import HeadAdversary
+        from interp_unlearn.interventions.adversary import HeadAdversary
 
         adv = HeadAdversary(m, head_list, kappa=kappa, epsilon=epsilon, sigma=0.0, seed=seed,
                             objective="ce", lr=cfg.lr,

@@ -22,10 +22,12 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from ..evaluate import (EvalConfig, EvalResult, _ci95, _pad_id, build_requests, resolve_max_length,
-                        score_requests, tokenize_requests)
-from ..mcq import MCQ, N_CHOICES
-from .common import AttackResult, ModelSpec, attack_corpus, load_attack_target, run_eval_for, sample_texts
+from interp_unlearn.evaluation.scoring import (EvalConfig, EvalResult, _ci95, _pad_id,
+                                               build_requests, resolve_max_length,
+                                               score_requests, tokenize_requests)
+from interp_unlearn.core.mcq import MCQ, N_CHOICES
+from interp_unlearn.attacks.common import (AttackResult, ModelSpec, attack_corpus,
+                                           load_attack_target, run_eval_for, sample_texts)
 
 __all__ = ["evaluate_with_prefix", "in_context_attack"]
 

@@ -38,13 +38,14 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from ..evaluate import EvalConfig, evaluate_mcq
-from ..mcq import load_mcq
-from ..world import mcq_path as world_mcq_path
-from .common import (AttackResult, ModelSpec, attack_corpus, decoder_layers, layer_output,
-                     load_attack_target, related_models, replace_layer_output, run_eval_for,
-                     sample_texts)
-from .finetune import tokenize_documents
+from interp_unlearn.evaluation.scoring import EvalConfig, evaluate_mcq
+from interp_unlearn.core.mcq import load_mcq
+from interp_unlearn.data.world import mcq_path as world_mcq_path
+from interp_unlearn.attacks.common import (AttackResult, ModelSpec, attack_corpus,
+                                           decoder_layers, layer_output, load_attack_target,
+                                           related_models, replace_layer_output, run_eval_for,
+                                           sample_texts)
+from interp_unlearn.attacks.finetune import tokenize_documents
 
 __all__ = ["ORTHO_MODES", "ablate_directions", "mean_resid_post", "orthogonalize_attack"]
 

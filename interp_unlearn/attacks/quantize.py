@@ -35,7 +35,8 @@ import torch
 from jaxtyping import Float
 from torch import Tensor, nn
 
-from .common import AttackResult, ModelSpec, load_attack_target, run_eval_for
+from interp_unlearn.attacks.common import (AttackResult, ModelSpec, load_attack_target,
+                                           run_eval_for)
 
 __all__ = ["QUANT_BITS", "quantize_attack", "quantize_model_", "quantize_weight", "quantized_linears"]
 

@@ -17,8 +17,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from ..evaluate import EvalResult
-from ..world import World
+from interp_unlearn.evaluation.scoring import EvalResult
+from interp_unlearn.data.world import World
 
 __all__ = ["entities_named", "question_entities", "taught_split"]
 

@@ -12,12 +12,15 @@ One idea per module:
   ``TransformerBridge`` and removes exactly those hooks on exit.
 """
 
-from .adversary import (HeadAdversary, LatentAdversary, ResidualAdversary, measure_head_norms,
-                        measure_resid_norms)
-from .attach import Head, Intervention, attach, collect_hooks, normalize_heads, validate_heads
-from .head_ablation import ABLATION_MODES, HeadAblation, mean_head_outputs
-from .head_perturbation import HeadPerturbation
-from .head_scale import HeadScale
+from interp_unlearn.interventions.adversary import (HeadAdversary, LatentAdversary,
+                                                    ResidualAdversary, measure_head_norms,
+                                                    measure_resid_norms)
+from interp_unlearn.interventions.attach import (Head, Intervention, attach, collect_hooks,
+                                                 normalize_heads, validate_heads)
+from interp_unlearn.interventions.head_ablation import (ABLATION_MODES, HeadAblation,
+                                                        mean_head_outputs)
+from interp_unlearn.interventions.head_perturbation import HeadPerturbation
+from interp_unlearn.interventions.head_scale import HeadScale
 
 __all__ = [
     "ABLATION_MODES",

@@ -62,14 +62,19 @@ import torch.nn.functional as F
 from jaxtyping import Float
 from torch import Tensor, nn
 
-from .adversary_diagnostics import (ALIVE_THRESHOLDS, BOUNDARY, decoder_layers_of as _layers,
-                                    ids_mask as _ids_mask, mcq_gain, measure_head_norms,
-                                    measure_resid_norms, norm_stats)
-from .adversary_objectives import (ADV_OBJECTIVES, DELTA_OPTIMIZERS, MAX_STEPS, MEMORY_LOSSES,
-                                   check_adversary_options, check_radius_options, forget_ce,
-                                   memory_loss, radii_from)
-from .attach import dims_of, validate_heads
-from .head_perturbation import HeadPerturbation
+from interp_unlearn.interventions.adversary_diagnostics import (ALIVE_THRESHOLDS, BOUNDARY,
+                                                             decoder_layers_of as _layers,
+                                                             ids_mask as _ids_mask,
+                                                             measure_head_norms,
+                                                             measure_resid_norms, norm_stats)
+from interp_unlearn.interventions.adversary_objectives import (ADV_OBJECTIVES,
+                                                               DELTA_OPTIMIZERS, MAX_STEPS,
+                                                               MEMORY_LOSSES,
+                                                               check_adversary_options,
+                                                               check_radius_options, forget_ce,
+                                                               memory_loss, radii_from)
+from interp_unlearn.interventions.attach import dims_of, validate_heads
+from interp_unlearn.interventions.head_perturbation import HeadPerturbation
 
 __all__ = ["ADV_OBJECTIVES", "ALIVE_THRESHOLDS", "BOUNDARY", "DELTA_OPTIMIZERS", "MAX_STEPS",
            "HeadAdversary", "LatentAdversary", "MEMORY_LOSSES", "ResidualAdversary",
@@ -205,29 +210,6 @@ class LatentAdversary:
             r = None if self.radii is None else float(self.radii[i])
             out.append({**label, "radius": r, "norm": round(norms[i], 6),
                         "ratio": None if r is None else round(norms[i] / r, 4)})
-        return out
-
-    def gain(self, tokenizer: Any, items: Any, eval_config: Any = None,
-             model: nn.Module | None = None) -> dict[str, float]:
-        """Answer log-prob and accuracy with δ minus without on ``items`` (MCQ list/file)."""
-        model = self.model if model is None else model
-        return mcq_gain(model, tokenizer, items, eval_config, lambda: self.applied(model))
-
-    def diagnostics(self, tokenizer: Any = None, items: Any = None, eval_config: Any = None,
-                    pool_label: str | None = None) -> dict[str, Any]:
-        """Norm statistics, the per-row table, the gain on ``items`` (when given) and the
-        verdict ``adversary_alive`` with its thresholds."""
-        out: dict[str, Any] = self.norm_stats()
-        if items is not None:
-            g = self.gain(tokenizer, items, eval_config)
-            out.update(g)
-            out["gain_pool"] = pool_label
-        out[self.table_name] = self.table()
-        med, lp = out.get("delta_over_eps_median"), out.get("adversary_gain_logprob")
-        if med is not None and lp is not None:
-            out["adversary_alive"] = bool(med >= ALIVE_THRESHOLDS["delta_over_eps_median"]
-                                          and lp > ALIVE_THRESHOLDS["adversary_gain_logprob"])
-        out["thresholds"] = dict(ALIVE_THRESHOLDS)
         return out
 
 

@@ -1,14 +1,15 @@
 """Measurements and diagnostics of a latent adversary (:mod:`.adversary`): the activation
-norms its radii are relative to, ‖δ‖/ε statistics, and the gain on held-out MCQs.
+norms its radii are relative to and ‖δ‖/ε statistics (the gain on held-out MCQs needs the
+scorer: :mod:`interp_unlearn.evaluation.adversary_gain`).
 
 * :func:`measure_head_norms` -- ``E‖z_{l,h}‖``, the mean per-token L2 norm of each head's
   slice of the ``o_proj`` input (== ``hook_z``) over real tokens;
   :func:`measure_resid_norms` -- ``E‖h_l‖`` of each decoder layer's residual output.
 * :func:`norm_stats` -- ‖δ‖ mean/max; with radii, ‖δ‖/ε median/min/max and the fraction of
   rows on the boundary (‖δ‖/ε ≥ :data:`BOUNDARY`).
-* :func:`mcq_gain` -- with δ minus without δ: the mean over questions of the correct
+* :func:`~interp_unlearn.evaluation.adversary_gain.mcq_gain` -- with δ minus without δ: the mean over questions of the correct
   choice's log-prob (summed over its tokens, exactly as
-  :func:`~interp_unlearn.evaluate.evaluate_mcq` scores it) and the accuracy.
+  :func:`~interp_unlearn.evaluation.scoring.evaluate_mcq` scores it) and the accuracy.
 
 **Alive** (:data:`ALIVE_THRESHOLDS`): median ‖δ‖/ε ≥ 0.1 and a positive gain in the
 correct choice's summed log-prob (the issue's definition). Two further measures are
@@ -24,18 +25,17 @@ when δ is present -- alive, but beaten (``notes/adversary_defaults.md``).
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
-from contextlib import AbstractContextManager
+from collections.abc import Iterable
 from typing import Any
 
-import numpy as np
 import torch
 from jaxtyping import Float
 from torch import Tensor, nn
 
-from .attach import dims_of
+from interp_unlearn.core.arch import decoder_layers as decoder_layers_of
+from interp_unlearn.interventions.attach import dims_of
 
-__all__ = ["ALIVE_THRESHOLDS", "BOUNDARY", "mcq_gain", "measure_head_norms",
+__all__ = ["ALIVE_THRESHOLDS", "BOUNDARY", "measure_head_norms",
            "measure_resid_norms", "norm_stats"]
 
 #: ‖δ‖/ε at or above which a row counts as on its ball's boundary.
@@ -43,14 +43,6 @@ BOUNDARY = 0.99
 #: An adversary is inert when median ‖δ‖/ε is below the first or the answer log-prob gain
 #: is at or below the second.
 ALIVE_THRESHOLDS = {"delta_over_eps_median": 0.1, "adversary_gain_logprob": 0.0}
-
-
-def decoder_layers_of(model: nn.Module) -> nn.ModuleList:
-    layers = getattr(getattr(model, "model", None), "layers", None)
-    if not isinstance(layers, nn.ModuleList):
-        raise TypeError(f"{type(model).__name__} has no model.layers (expected an HF "
-                        "decoder-only LM)")
-    return layers
 
 
 def ids_mask(batch: Any) -> tuple[Tensor, Tensor]:
@@ -141,31 +133,3 @@ def norm_stats(norms: Float[Tensor, " n_rows"], radii: Float[Tensor, " n_rows"] 
     return out
 
 
-def _answer_logprobs(result: Any) -> tuple[float, float]:
-    """Mean over questions of the correct choice's summed log-prob, and of its log-prob
-    normalised over the four choices (``lp_answer − logsumexp(lp_choices)``)."""
-    pq = result.per_question
-    lp = pq[[f"logprob_{k}" for k in range(4)]].to_numpy()
-    ans = lp[np.arange(len(pq)), pq["answer"].to_numpy()]
-    top = lp.max(axis=1, keepdims=True)
-    lse = (top + np.log(np.exp(lp - top).sum(axis=1, keepdims=True)))[:, 0]
-    return float(ans.mean()), float((ans - lse).mean())
-
-
-def mcq_gain(model: nn.Module, tokenizer: Any, items: Any, eval_config: Any,
-             applied: Callable[[], AbstractContextManager[Any]]) -> dict[str, float]:
-    """Score ``items`` without and with δ (``applied()`` adds it); the differences are
-    ``adversary_gain`` (accuracy) and ``adversary_gain_logprob`` (correct-choice log-prob)."""
-    from ..evaluate import EvalConfig, evaluate_mcq
-
-    cfg = eval_config or EvalConfig()
-    base = evaluate_mcq(model, tokenizer, items, cfg)
-    with applied():
-        adv = evaluate_mcq(model, tokenizer, items, cfg)
-    (lp0, c0), (lp1, c1) = _answer_logprobs(base), _answer_logprobs(adv)
-    return {"acc_without_delta": base.accuracy, "acc_with_delta": adv.accuracy,
-            "adversary_gain": adv.accuracy - base.accuracy,
-            "logprob_without_delta": lp0, "logprob_with_delta": lp1,
-            "adversary_gain_logprob": lp1 - lp0,
-            "adversary_gain_choice_logprob": c1 - c0, "restores_ranking": bool(c1 > c0),
-            "gain_n": int(base.n)}

@@ -17,27 +17,26 @@ in a ``finally`` -- when the body returns, raises, or a hook raises during a for
 pass. Hooks the caller attached beforehand are left alone; nested ``attach`` blocks
 compose (hooks on one point run in the order they were attached).
 
-This module also holds the (layer, head) validation shared by the interventions and
-:func:`interp_unlearn.selection.load_heads`.
+The (layer, head) parsing and validation live in :mod:`interp_unlearn.core.heads` and are
+re-exported here.
 """
 
 from __future__ import annotations
 
 import inspect
-import numbers
-from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any, Protocol, runtime_checkable
 
-import numpy as np
-import torch
-from torch import nn
 
-from ..bridge import TransformerBridge, model_dims
+from interp_unlearn.core.bridge import TransformerBridge
+from interp_unlearn.core.heads import (Head, ModelLike, check_d_head, device_of, dims_of,
+                                     normalize_heads, validate_heads)
 
 __all__ = [
     "Head",
     "Intervention",
+    "ModelLike",
     "attach",
     "check_d_head",
     "collect_hooks",
@@ -47,12 +46,7 @@ __all__ = [
     "validate_heads",
 ]
 
-#: One attention head: ``(layer, head)``, both 0-based.
-Head = tuple[int, int]
 HookFn = Callable[..., Any]
-#: A model-like object the dimensions can be read from: an HF causal LM, a bridge, or
-#: a ``model_dims`` dict (``n_layers``, ``n_heads``, ``d_head`` ...).
-ModelLike = nn.Module | TransformerBridge | Mapping[str, int]
 
 
 @runtime_checkable
@@ -62,95 +56,6 @@ class Intervention(Protocol):
     def fwd_hooks(self, model: Any = None) -> list[tuple[str, HookFn]]:
         """``(hook_name, fn)`` pairs; validate against ``model`` when it is given."""
         ...
-
-
-def dims_of(model: ModelLike) -> dict[str, int]:
-    """``n_layers``, ``n_heads``, ``d_head`` (and ``d_model``) of a model, bridge or dict."""
-    if isinstance(model, Mapping):
-        missing = [k for k in ("n_layers", "n_heads") if k not in model]
-        if missing:
-            raise ValueError(f"a dims mapping needs the keys n_layers and n_heads; missing {missing}")
-        return {k: int(v) for k, v in model.items()}
-    return model_dims(model)
-
-
-def device_of(model: Any) -> torch.device | None:
-    """Device of ``model``'s first parameter (None for a dims dict or a parameter-less module)."""
-    if isinstance(model, nn.Module):
-        try:
-            return next(model.parameters()).device
-        except StopIteration:
-            return None
-    return None
-
-
-def _is_int(x: Any) -> bool:
-    """Python or numpy integer, not a bool."""
-    return isinstance(x, numbers.Integral) and not isinstance(x, (bool, np.bool_))
-
-
-def normalize_heads(heads: Iterable[Sequence[int]], *, allow_empty: bool = False,
-                    allow_duplicates: bool = False) -> list[Head]:
-    """``heads`` as a list of ``(int, int)`` tuples, in the given order.
-
-    Accepts tuples, lists and numpy integers (e.g. rows of a LoFiT ``.npy`` file).
-
-    Raises:
-        TypeError: an entry is not a pair of integers.
-        ValueError: a negative index, a duplicate head (unless ``allow_duplicates``), or
-            no heads at all (unless ``allow_empty``).
-    """
-    if isinstance(heads, (str, bytes)):
-        raise TypeError(f"heads must be a list of (layer, head) pairs, got {heads!r}")
-    out: list[Head] = []
-    seen: set[Head] = set()
-    for i, entry in enumerate(heads):
-        try:
-            pair = tuple(entry)
-        except TypeError:
-            raise TypeError(f"heads[{i}] = {entry!r} is not a (layer, head) pair") from None
-        if len(pair) != 2 or not all(_is_int(x) for x in pair):
-            raise TypeError(f"heads[{i}] = {entry!r} is not a (layer, head) pair of integers")
-        layer, head = int(pair[0]), int(pair[1])
-        if layer < 0 or head < 0:
-            raise ValueError(f"heads[{i}] = ({layer}, {head}): layer and head must be >= 0")
-        if (layer, head) in seen and not allow_duplicates:
-            raise ValueError(f"head ({layer}, {head}) is listed twice")
-        seen.add((layer, head))
-        out.append((layer, head))
-    if not out and not allow_empty:
-        raise ValueError("no heads given: need at least one (layer, head) pair")
-    return out
-
-
-def validate_heads(heads: Iterable[Sequence[int]], model: ModelLike, *,
-                   allow_empty: bool = False) -> list[Head]:
-    """Check every ``(layer, head)`` against ``model``'s dimensions; return them normalised.
-
-    Raises:
-        ValueError: naming the first bad head and the valid range, e.g.
-            ``"head 9 out of range for layer 2: valid heads are 0..3"`` or
-            ``"layer 7 out of range (head (7, 0)): valid layers are 0..3"``.
-    """
-    dims = dims_of(model)
-    n_layers, n_heads = dims["n_layers"], dims["n_heads"]
-    out = normalize_heads(heads, allow_empty=allow_empty)
-    for layer, head in out:
-        if layer >= n_layers:
-            raise ValueError(f"layer {layer} out of range (head ({layer}, {head})): "
-                             f"valid layers are 0..{n_layers - 1}")
-        if head >= n_heads:
-            raise ValueError(f"head {head} out of range for layer {layer}: "
-                             f"valid heads are 0..{n_heads - 1}")
-    return out
-
-
-def check_d_head(d_head: int, model: ModelLike, owner: str) -> None:
-    """Raise ``ValueError`` if ``model``'s ``d_head`` differs from the intervention's."""
-    dims = dims_of(model)
-    if "d_head" in dims and dims["d_head"] != d_head:
-        raise ValueError(f"{owner} was built for d_head={d_head} but the model has "
-                         f"d_head={dims['d_head']}")
 
 
 def _fwd_hooks_of(intervention: Any, bridge: TransformerBridge) -> list[tuple[str, HookFn]]:

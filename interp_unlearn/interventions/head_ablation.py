@@ -19,8 +19,9 @@ import torch
 from jaxtyping import Float, Int
 from torch import Tensor, nn
 
-from ..bridge import TransformerBridge, hook_z_name, model_dims
-from .attach import Head, ModelLike, check_d_head, dims_of, normalize_heads, validate_heads
+from interp_unlearn.core.bridge import TransformerBridge, hook_z_name, model_dims
+from interp_unlearn.interventions.attach import (Head, ModelLike, check_d_head, dims_of,
+                                                 normalize_heads, validate_heads)
 
 __all__ = ["ABLATION_MODES", "HeadAblation", "mean_head_outputs"]
 

@@ -24,8 +24,9 @@ import torch
 from jaxtyping import Float
 from torch import Tensor, nn
 
-from ..bridge import hook_z_name
-from .attach import Head, ModelLike, check_d_head, device_of, dims_of, normalize_heads, validate_heads
+from interp_unlearn.core.bridge import hook_z_name
+from interp_unlearn.interventions.attach import (Head, ModelLike, check_d_head, device_of,
+                                                 dims_of, normalize_heads, validate_heads)
 
 __all__ = ["HeadPerturbation"]
 

@@ -18,8 +18,8 @@ import torch
 from jaxtyping import Float
 from torch import Tensor, nn
 
-from ..bridge import hook_z_name
-from .attach import ModelLike, check_d_head, device_of, dims_of
+from interp_unlearn.core.bridge import hook_z_name
+from interp_unlearn.interventions.attach import ModelLike, check_d_head, device_of, dims_of
 
 __all__ = ["HeadScale"]
 

@@ -61,20 +61,20 @@ Other deliberate deviations:
 
 from __future__ import annotations
 
-from .config import (BACKENDS, OBJECTIVES, ORGANISM_OBJECTIVE, QA_POOLS, LocalizeConfig,
-                     check_seeds, resolve_objective)
-from .core import (CONFIG_FILE, HEADS_FILE, HISTORY_FILE, SCORES_FILE, LocalizationResult,
-                   localize, scores_frame)
-from .data import (PARAPHRASE_QUESTIONS, _collate, _tokenize, causal_lm_loss, collate_rows,
-                   forget_qa, paraphrase_qa, qa_rows)
-from .run import FIGURE_STEM, run_localize
-from .stability import (STABILITY_FILE, MultiSeedLocalization, jaccard, localize_seeds,
-                        scale_report, spearman, stability_report, write_stability)
+from interp_unlearn.localize.config import (BACKENDS, OBJECTIVES, ORGANISM_OBJECTIVE, QA_POOLS,
+                                            LocalizeConfig, check_seeds, resolve_objective)
+from interp_unlearn.localize.core import (CONFIG_FILE, HEADS_FILE, HISTORY_FILE, SCORES_FILE,
+                                          LocalizationResult, localize, scores_frame)
+from interp_unlearn.localize.data import (PARAPHRASE_QUESTIONS, _collate, _tokenize,
+                                          causal_lm_loss, collate_rows, forget_qa,
+                                          paraphrase_qa, qa_rows)
+from interp_unlearn.localize.stability import (STABILITY_FILE, MultiSeedLocalization, jaccard,
+                                               localize_seeds, scale_report, spearman,
+                                               stability_report, write_stability)
 
 __all__ = [
     "BACKENDS",
     "CONFIG_FILE",
-    "FIGURE_STEM",
     "HEADS_FILE",
     "HISTORY_FILE",
     "OBJECTIVES",
@@ -96,10 +96,14 @@ __all__ = [
     "paraphrase_qa",
     "qa_rows",
     "resolve_objective",
-    "run_localize",
     "scale_report",
     "scores_frame",
     "spearman",
     "stability_report",
     "write_stability",
 ]
+
+
+def __getattr__(name: str):  # run_localize / FIGURE_STEM moved to the pipeline (issue 17)
+    from interp_unlearn._compat import moved_name
+    return moved_name(__name__, name)

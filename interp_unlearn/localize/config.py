@@ -12,13 +12,15 @@ import dataclasses
 import json
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
-from ..selection import LOFIT_DEFAULT_FRACTION
-from ..world import FORGET_POOLS
+from interp_unlearn.core.selection import LOFIT_DEFAULT_FRACTION
+from interp_unlearn.data.families import detect_family
+from interp_unlearn.data.world import FORGET_POOLS
 
 __all__ = ["BACKENDS", "OBJECTIVES", "ORGANISM_OBJECTIVE", "QA_POOLS", "LocalizeConfig",
-           "check_seeds", "resolve_objective"]
+           "check_seeds", "localize_config", "resolve_objective"]
 
 BACKENDS = ("tl", "nnsight")
 #: ``auto`` resolves to :data:`ORGANISM_OBJECTIVE` for a synthetic world and to
@@ -36,12 +38,12 @@ QA_POOLS = ("practice", "attack")
 
 def check_seeds(seeds: Any) -> tuple[int, ...]:
     """``seeds`` as a tuple of distinct ints >= 0: an int ``k`` (or ``"k"``) means
-    ``0..k-1``, ``"0,2"`` or a list is taken as is (:func:`~interp_unlearn.attacks.floor.parse_seeds`).
+    ``0..k-1``, ``"0,2"`` or a list is taken as is (:func:`~interp_unlearn.core.records.parse_seeds`).
 
     Raises:
         ValueError: empty, a count < 1, a repeat, a negative or non-integer seed.
     """
-    from ..attacks.floor import parse_seeds
+    from interp_unlearn.core.records import parse_seeds
 
     try:
         out = parse_seeds(seeds)
@@ -213,3 +215,28 @@ class LocalizeConfig:
     def seed_list(self) -> list[int]:
         """``seeds`` as a list, or ``[seed]`` when ``seeds`` is ``None``."""
         return list(self.seeds) if self.seeds is not None else [self.seed]
+
+
+def localize_config(model: Any, **overrides: Any) -> "LocalizeConfig":
+    """A :class:`~interp_unlearn.localize.LocalizeConfig` with the family's localization
+    defaults (``top_k`` from :attr:`Family.top_k_fraction` and the head count), then
+    ``overrides``."""
+    from interp_unlearn.core.bridge import model_dims
+
+    fam = detect_family(model)
+    values: dict[str, Any] = dict(fam.localize)
+    if fam.top_k_fraction is not None and "top_k" not in overrides:
+        from transformers import PretrainedConfig
+
+        from interp_unlearn.data.loading import LoadedModel
+
+        hf = model.model if isinstance(model, LoadedModel) else model
+        if isinstance(hf, PretrainedConfig):
+            hf = SimpleNamespace(config=hf)
+        if not hasattr(hf, "config"):
+            raise TypeError("localize_config needs a LoadedModel, an HF model or its config "
+                            f"to count the heads, got {type(model).__name__}")
+        dims = model_dims(hf)
+        values["top_k"] = max(1, round(fam.top_k_fraction * dims["n_layers"] * dims["n_heads"]))
+    values.update(overrides)
+    return LocalizeConfig(**values)

@@ -19,15 +19,15 @@ from torch import Tensor, nn
 from tqdm.auto import tqdm
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
-from ..bridge import TransformerBridge, hf_model_of, model_dims, to_bridge
-from ..evaluate import pad_id as _pad_id
-from ..evaluate import resolve_max_length
-from ..interventions import HeadScale, attach
-from ..interventions.attach import Head
-from ..selection import select_heads, write_heads
-from ..world import World
-from .config import LocalizeConfig, resolve_objective
-from .data import causal_lm_loss, collate_rows, training_rows
+from interp_unlearn.core.bridge import TransformerBridge, hf_model_of, model_dims, to_bridge
+from interp_unlearn.evaluation.scoring import pad_id as _pad_id
+from interp_unlearn.evaluation.scoring import resolve_max_length
+from interp_unlearn.interventions import HeadScale, attach
+from interp_unlearn.interventions.attach import Head
+from interp_unlearn.core.selection import select_heads, write_heads
+from interp_unlearn.data.world import World
+from interp_unlearn.localize.config import LocalizeConfig, resolve_objective
+from interp_unlearn.localize.data import causal_lm_loss, collate_rows, training_rows
 
 __all__ = ["CONFIG_FILE", "HEADS_FILE", "HISTORY_FILE", "SCORES_FILE", "LocalizationResult",
            "localize", "scores_frame"]
@@ -186,7 +186,7 @@ def localize(model: PreTrainedModel | TransformerBridge, tokenizer: PreTrainedTo
         raise TypeError(f"model must be a transformers PreTrainedModel or a TransformerBridge, "
                         f"got {type(model).__name__}")
     if config.backend == "nnsight":
-        from ..nnsight_backend import NNsightHeads
+        from interp_unlearn.interventions.nnsight_backend import NNsightHeads
 
         runner = NNsightHeads(hf_model_of(model) if isinstance(model, TransformerBridge)
                               else model)

@@ -32,8 +32,8 @@ import torch.nn.functional as F
 from jaxtyping import Float, Int
 from torch import Tensor
 
-from ..world import FORGET_QUESTIONS, World
-from .config import LocalizeConfig
+from interp_unlearn.data.world import FORGET_QUESTIONS, World
+from interp_unlearn.localize.config import LocalizeConfig
 
 __all__ = ["PARAPHRASE_QUESTIONS", "Row", "causal_lm_loss", "collate_rows", "forget_qa",
            "paraphrase_qa", "qa_rows", "training_rows"]

@@ -32,9 +32,9 @@ import numpy as np
 import pandas as pd
 import torch
 
-from ..selection import select_heads
-from .config import LocalizeConfig
-from .core import LocalizationResult, localize, scores_frame
+from interp_unlearn.core.selection import select_heads
+from interp_unlearn.localize.config import LocalizeConfig
+from interp_unlearn.localize.core import LocalizationResult, localize, scores_frame
 
 __all__ = ["STABILITY_FILE", "MultiSeedLocalization", "aggregate", "jaccard", "localize_seeds",
            "scale_report", "spearman", "stability_report", "write_stability"]

@@ -11,12 +11,13 @@ figure; they return ``plotly.graph_objects.Figure``. :func:`save_gallery` writes
 figures into one offline HTML page (plotly.js inlined once).
 """
 
-from .bars import ablation_bars
-from .curves import robustness_curves
-from .export import FORMATS, StaticExportError, save_figure, save_gallery, static_export_problem
-from .heatmap import sensitivity_heatmap
-from .lens import logit_lens_curves
-from .style import method_style
+from interp_unlearn.plotting.bars import ablation_bars
+from interp_unlearn.plotting.curves import robustness_curves
+from interp_unlearn.plotting.export import (FORMATS, StaticExportError, save_figure,
+                                            save_gallery, static_export_problem)
+from interp_unlearn.plotting.heatmap import sensitivity_heatmap
+from interp_unlearn.plotting.lens import logit_lens_curves
+from interp_unlearn.plotting.style import method_style
 
 __all__ = ["FORMATS", "StaticExportError", "ablation_bars", "logit_lens_curves", "method_style",
            "robustness_curves", "save_figure", "save_gallery", "sensitivity_heatmap",

@@ -24,9 +24,10 @@ import pandas as pd
 import plotly.graph_objects as go
 from plotly.colors import sample_colorscale
 
-from ..attacks.floor import t_interval
-from .style import (METRIC_AXES, apply_paper_layout, attack_subtitle, check_frame,
-                    duplicates_error, filter_rows, single_valued)
+from interp_unlearn.core.stats import t_interval
+from interp_unlearn.plotting.style import (METRIC_AXES, apply_paper_layout, attack_subtitle,
+                                           check_frame, duplicates_error, filter_rows,
+                                           single_valued)
 
 __all__ = ["ABLATION_COLUMNS", "VARIANT_ORDER", "ablation_bars", "n_colors"]
 

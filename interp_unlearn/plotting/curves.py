@@ -36,10 +36,11 @@ import numpy as np
 import pandas as pd
 import plotly.graph_objects as go
 
-from ..attacks.floor import ROLES, summarize
-from .style import (METRIC_AXES, apply_paper_layout, attack_subtitle, band_trace, chance_line,
-                    check_frame, duplicates_error, filter_rows, method_style, single_valued,
-                    sort_methods)
+from interp_unlearn.core.stats import ROLES, summarize
+from interp_unlearn.plotting.style import (METRIC_AXES, apply_paper_layout, attack_subtitle,
+                                           band_trace, chance_line, check_frame,
+                                           duplicates_error, filter_rows, method_style,
+                                           single_valued, sort_methods)
 
 __all__ = ["ROBUSTNESS_COLUMNS", "n_axis", "robustness_curves"]
 

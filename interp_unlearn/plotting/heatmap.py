@@ -17,7 +17,7 @@ import numpy as np
 import pandas as pd
 import plotly.graph_objects as go
 
-from ..interventions.attach import normalize_heads
+from interp_unlearn.core.heads import normalize_heads
 
 __all__ = ["COLORSCALE", "sensitivity_heatmap", "score_grid"]
 

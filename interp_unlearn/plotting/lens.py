@@ -23,10 +23,11 @@ import numpy as np
 import pandas as pd
 import plotly.graph_objects as go
 
-from ..attacks.floor import t_interval
-from ..mcq import N_CHOICES
-from .style import (METRIC_AXES, apply_paper_layout, band_trace, chance_line, check_frame,
-                    duplicates_error, filter_rows, method_style, sort_methods)
+from interp_unlearn.core.stats import t_interval
+from interp_unlearn.core.mcq import N_CHOICES
+from interp_unlearn.plotting.style import (METRIC_AXES, apply_paper_layout, band_trace,
+                                           chance_line, check_frame, duplicates_error,
+                                           filter_rows, method_style, sort_methods)
 
 __all__ = ["LENS_COLUMNS", "logit_lens_curves"]
 

@@ -38,7 +38,7 @@ import numpy as np
 import pandas as pd
 import plotly.graph_objects as go
 
-from ..mcq import N_CHOICES
+from interp_unlearn.core.mcq import N_CHOICES
 
 __all__ = ["DATA_WORDS", "EXTRA_COLORS", "FIG_HEIGHT", "FIG_WIDTH", "GREY", "METHOD_ORDER",
            "METRIC_AXES", "OKABE_ITO", "MethodStyle", "apply_paper_layout", "attack_subtitle",

@@ -8,9 +8,10 @@
 See :mod:`.trainer` for the config and the run, :mod:`.registry` for the method interface.
 """
 
-from .registry import UnlearnMethod, available_methods, get_method, register
-from .trainer import (NonFiniteLossError, Trainer, UnlearnConfig, UnlearnResult,
-                      add_unlearn_arguments, parse_heads, run_unlearn, unlearn)
+from interp_unlearn.unlearn.registry import (UnlearnMethod, available_methods, get_method,
+                                             register)
+from interp_unlearn.unlearn.trainer import (NonFiniteLossError, Trainer, UnlearnConfig,
+                                            UnlearnResult, parse_heads, unlearn)
 
 __all__ = [
     "NonFiniteLossError",
@@ -18,11 +19,14 @@ __all__ = [
     "UnlearnConfig",
     "UnlearnMethod",
     "UnlearnResult",
-    "add_unlearn_arguments",
     "available_methods",
     "get_method",
     "parse_heads",
     "register",
-    "run_unlearn",
     "unlearn",
 ]
+
+
+def __getattr__(name: str):  # the command line moved to the pipeline (issue 17)
+    from interp_unlearn._compat import moved_name
+    return moved_name(__name__, name)

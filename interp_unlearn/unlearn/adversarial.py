@@ -20,11 +20,12 @@ from typing import Any
 
 from torch import Tensor
 
-from ..interventions.adversary import (HeadAdversary, LatentAdversary, ResidualAdversary,
-                                       check_adversary_options, check_radius_options,
-                                       forget_ce)
-from .batches import TextBatches, resolve_corpus
-from .trainer import Batch, MethodContext
+from interp_unlearn.evaluation.adversary_gain import adversary_diagnostics as _diagnose
+from interp_unlearn.interventions.adversary import (HeadAdversary, LatentAdversary,
+                                                    ResidualAdversary, check_adversary_options,
+                                                    check_radius_options, forget_ce)
+from interp_unlearn.unlearn.batches import TextBatches, resolve_corpus
+from interp_unlearn.unlearn.trainer import Batch, MethodContext
 
 __all__ = ["ADVERSARY_NOTES", "AdversaryParams", "adversary_diagnostics", "build_head_adversary",
            "build_residual_adversary", "gain_mcq", "output_term", "validate_adversary_params"]
@@ -154,7 +155,7 @@ def gain_mcq(ctx: MethodContext, p: Any) -> tuple[Any, str] | tuple[None, None]:
     if p.gain_mcq is not None:
         return Path(p.gain_mcq), f"given: {p.gain_mcq}"
     if ctx.world_dir is not None:
-        from ..world import mcq_path
+        from interp_unlearn.data.world import mcq_path
 
         pool = "attack" if getattr(ctx, "eval_pool", None) == "practice" else "practice"
         return mcq_path(ctx.world_dir, "forget", pool), f"forget-{pool} (held out)"
@@ -166,7 +167,8 @@ def gain_mcq(ctx: MethodContext, p: Any) -> tuple[Any, str] | tuple[None, None]:
 def adversary_diagnostics(adv: LatentAdversary, ctx: MethodContext, p: Any) -> dict[str, Any]:
     """The adversary's diagnostics for the trainer (metrics.jsonl, diagnostics.json)."""
     items, label = gain_mcq(ctx, p)
-    out = adv.diagnostics(ctx.tokenizer, items, getattr(ctx, "eval_config", None), label)
+    out = _diagnose(adv, ctx.tokenizer, items, getattr(ctx, "eval_config", None),
+                    label)
     out["adversary"] = type(adv).__name__
     out["adv_objective"] = p.adv_objective
     return out

@@ -14,8 +14,8 @@ from typing import Any, Sequence
 import torch
 from torch import Tensor, nn
 
-from ..evaluate import pad_id as _pad_id
-from ..organism import META_FILE
+from interp_unlearn.evaluation.scoring import pad_id as _pad_id
+from interp_unlearn.data.organism import META_FILE
 
 
 # ------------------------------------------------------------------------------- data
@@ -34,7 +34,7 @@ class Batch:
 
 
 def _world_texts(world_dir: Path | None, name: str) -> list[str]:
-    from ..world import FORGET_POOLS, RETAIN_POOLS, World
+    from interp_unlearn.data.world import FORGET_POOLS, RETAIN_POOLS, World
 
     if world_dir is None:
         raise ValueError(f"corpus {name!r} names a world corpus but the model carries no "
@@ -63,7 +63,7 @@ def resolve_corpus(spec: Any, world_dir: Path | None, what: str = "corpus") -> l
     documents of every pool), ``forget-<pool>`` / ``retain-<pool>``, ``forget-qa`` /
     ``retain-qa`` (question/answer practice lines), ``general`` (filler text).
     Raises ``ValueError`` if the result is empty."""
-    from ..world import read_texts
+    from interp_unlearn.data.world import read_texts
 
     if isinstance(spec, (list, tuple)):
         texts = list(spec)

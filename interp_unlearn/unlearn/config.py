@@ -10,8 +10,9 @@ from pathlib import Path
 from typing import Any
 
 
-from ..loading import LoadedModel
-from .registry import UnlearnMethod, get_method
+from interp_unlearn.data.families import ModelInfo, detect_family, model_info, scaled_layer
+from interp_unlearn.data.loading import LoadedModel
+from interp_unlearn.unlearn.registry import UnlearnMethod, get_method
 
 
 CONFIG_FILE = "unlearn_config.json"
@@ -124,7 +125,6 @@ _GENERIC_KEYS = tuple(BASE_DEFAULTS)
 
 def _default_preset(cls: type[UnlearnMethod], lm: LoadedModel) -> tuple[str | None, dict[str, Any]]:
     """The model family's preset and parameter overrides (:mod:`interp_unlearn.presets`)."""
-    from ..presets import method_preset
     return method_preset(cls.name, lm)
 
 
@@ -172,3 +172,25 @@ def _validate(c: UnlearnConfig) -> None:
         raise ValueError(f"padding_side must be 'left' or 'right', got {c.padding_side!r}")
     if c.grad_clip is not None and not c.grad_clip > 0:
         raise ValueError(f"grad_clip must be None or > 0, got {c.grad_clip!r}")
+
+
+def method_preset(method: str, model: Any) -> tuple[str | None, dict[str, Any]]:
+    """``(preset name or None, method-parameter overrides)`` for ``method`` on ``model``.
+
+    The preset is the first of the family's :attr:`Family.presets` that the method
+    defines (``None``: the method's defaults, e.g. GA on Zephyr). For a ``scale_layer``
+    family the overrides set RMU/ALMPU's ``layer`` to :func:`scaled_layer`; explicit
+    ``params`` of the caller go on top of both (the trainer's order)."""
+    info = model if isinstance(model, ModelInfo) else model_info(model)
+    fam = detect_family(info)
+    cls = get_method(method)
+    names = [p.format(preset=info.meta.get("preset", "")) for p in fam.presets]
+    preset = next((n for n in names if n in cls.presets), None)
+    params: dict[str, Any] = {}
+    if fam.scale_layer and preset is not None and "layer" in cls.param_names():
+        if info.n_layers is None:
+            raise ValueError(f"cannot scale the RMU layer for {info.label!r}: its "
+                             "number of layers is unknown (pass a loaded model or a local "
+                             "checkpoint directory, not a bare hub name)")
+        params["layer"] = scaled_layer(info.n_layers)
+    return preset, params

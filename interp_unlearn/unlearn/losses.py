@@ -7,18 +7,9 @@ from __future__ import annotations
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from .batches import Batch
+from interp_unlearn.unlearn.batches import Batch
 
 # ---------------------------------------------------------------------- loss helpers
-
-
-def decoder_layers(model: nn.Module) -> nn.ModuleList:
-    """``model.model.layers`` of an HF decoder-only LM (Llama, Mistral/Zephyr, Qwen ...)."""
-    layers = getattr(getattr(model, "model", None), "layers", None)
-    if not isinstance(layers, nn.ModuleList):
-        raise TypeError(f"{type(model).__name__} has no model.layers; unlearning methods "
-                        "expect an HF decoder-only LM (LlamaForCausalLM and relatives)")
-    return layers
 
 
 def masked_mse(a: Tensor, b: Tensor, mask: Tensor | None = None) -> Tensor:

@@ -26,21 +26,21 @@ from typing import TYPE_CHECKING, Any, ClassVar
 from torch import Tensor, nn
 
 if TYPE_CHECKING:  # pragma: no cover
-    from .trainer import Batch, MethodContext
+    from interp_unlearn.unlearn.trainer import Batch, MethodContext
 
 __all__ = ["UnlearnMethod", "available_methods", "get_method", "register", "canonical_name"]
 
 _METHODS: dict[str, type["UnlearnMethod"]] = {}
 _BUILTIN_MODULES = {
-    "rmu": "interp_unlearn.unlearn.rmu",
-    "almpu": "interp_unlearn.unlearn.almpu",
-    "ga": "interp_unlearn.unlearn.ga",
-    "ga_mp": "interp_unlearn.unlearn.ga_mp",
-    "npo": "interp_unlearn.unlearn.npo",
-    "dpo": "interp_unlearn.unlearn.dpo",
-    "rmu_lat": "interp_unlearn.unlearn.rmu_lat",
-    "adaptive_rmu": "interp_unlearn.unlearn.adaptive_rmu",
-    "npo_sam": "interp_unlearn.unlearn.npo_sam",
+    "rmu": "interp_unlearn.unlearn.methods.rmu",
+    "almpu": "interp_unlearn.unlearn.methods.almpu",
+    "ga": "interp_unlearn.unlearn.methods.ga",
+    "ga_mp": "interp_unlearn.unlearn.methods.ga_mp",
+    "npo": "interp_unlearn.unlearn.methods.npo",
+    "dpo": "interp_unlearn.unlearn.methods.dpo",
+    "rmu_lat": "interp_unlearn.unlearn.methods.rmu_lat",
+    "adaptive_rmu": "interp_unlearn.unlearn.methods.adaptive_rmu",
+    "npo_sam": "interp_unlearn.unlearn.methods.npo_sam",
 }
 
 

@@ -43,18 +43,17 @@ import json
 import math
 import os
 import time
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import torch
-from torch import Tensor, nn
+from torch import Tensor
 from tqdm.auto import tqdm
 
-from ..evaluate import EvalConfig, evaluate_mcq
-from ..loading import LoadedModel, load_model
-from ..organism import META_FILE
-from .registry import get_method
+from interp_unlearn.evaluation.scoring import EvalConfig, evaluate_mcq
+from interp_unlearn.data.loading import LoadedModel, load_model
+from interp_unlearn.data.organism import META_FILE
+from interp_unlearn.unlearn.registry import get_method
 
 __all__ = [
     "Batch",
@@ -64,79 +63,25 @@ __all__ = [
     "Trainer",
     "UnlearnConfig",
     "UnlearnResult",
-    "add_unlearn_arguments",
     "decoder_layers",
     "lm_loss",
     "masked_mse",
     "parse_heads",
     "resolve_corpus",
-    "run_unlearn",
     "sequence_logprob",
     "token_logprobs",
     "unlearn",
 ]
 
-from .batches import Batch, TextBatches, _pad_id, collate, parse_heads, resolve_corpus  # noqa: F401
-from .config import (BASE_DEFAULTS, CONFIG_FILE, METRICS_FILE, RESULT_FILE, UnlearnConfig,  # noqa: F401
-                     resolve_config)
-from .diagnostics import DIAGNOSTICS_FILE, write_diagnostics  # noqa: F401
-from .losses import decoder_layers, lm_loss, masked_mse, sequence_logprob, token_logprobs  # noqa: F401
-
-# --------------------------------------------------------------------------- context
-
-
-@dataclass
-class MethodContext:
-    """What a method gets from the trainer."""
-
-    model: nn.Module
-    tokenizer: Any
-    config: UnlearnConfig
-    params: Any
-    heads: list[tuple[int, int]] | None
-    reference: nn.Module | None
-    device: torch.device
-    world_dir: Path | None
-    eval_pool: str | None = None      # the pool the run is scored on (organisms)
-    eval_config: EvalConfig | None = None
-
-
-class NonFiniteLossError(FloatingPointError):
-    """A loss term (or the gradient) became NaN/inf. ``step`` and ``term`` name it;
-    ``checkpoint`` is where the last good weights (from before that step) were saved."""
-
-    def __init__(self, method: str, step: int, term: str, value: float,
-                 checkpoint: Path | None):
-        self.method, self.step, self.term, self.value = method, step, term, value
-        self.checkpoint = checkpoint
-        where = (f"; the last good weights (before step {step}) are saved at {checkpoint}"
-                 if checkpoint else "")
-        super().__init__(f"unlearning ({method}) stopped at step {step}: loss term "
-                         f"{term!r} is {value}{where}")
-
-
-@dataclass
-class UnlearnResult:
-    """What :func:`unlearn` returns (also written as ``unlearn_result.json``)."""
-
-    method: str
-    out_dir: Path
-    checkpoint: Path
-    config_path: Path
-    metrics_path: Path
-    before: dict[str, float | None]
-    after: dict[str, float | None]
-    steps: int
-    seconds: float
-    config: dict[str, Any]
-
-    def to_dict(self) -> dict[str, Any]:
-        return {"method": self.method, "out_dir": str(self.out_dir),
-                "checkpoint": str(self.checkpoint), "config_path": str(self.config_path),
-                "metrics_path": str(self.metrics_path), "before": self.before,
-                "after": self.after, "steps": self.steps, "seconds": self.seconds,
-                "config": self.config}
-
+from interp_unlearn.unlearn.batches import (Batch, TextBatches, _pad_id, collate, parse_heads,
+                                            resolve_corpus)  # noqa: F401
+from interp_unlearn.unlearn.config import (BASE_DEFAULTS, CONFIG_FILE, METRICS_FILE,
+                                           RESULT_FILE, UnlearnConfig, resolve_config)
+from interp_unlearn.unlearn.diagnostics import DIAGNOSTICS_FILE, write_diagnostics  # noqa: F401
+from interp_unlearn.core.arch import decoder_layers
+from interp_unlearn.unlearn.context import MethodContext, NonFiniteLossError, UnlearnResult
+from interp_unlearn.unlearn.losses import (lm_loss, masked_mse,
+                                           sequence_logprob, token_logprobs)  # noqa: F401
 
 # ---------------------------------------------------------------------------- trainer
 
@@ -423,5 +368,6 @@ def unlearn(model: str | os.PathLike | LoadedModel, method: str | None = None,
     return Trainer(lm, config, heads=heads, out_dir=out_dir).run()
 
 
-# the command line lives in .command; re-exported here for compatibility
-from .command import add_unlearn_arguments, run_unlearn  # noqa: E402,F401
+def __getattr__(name: str):  # names that moved to the pipeline (issue 17)
+    from interp_unlearn._compat import moved_name
+    return moved_name(__name__, name)

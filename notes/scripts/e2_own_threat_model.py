@@ -40,7 +40,7 @@ def main(argv: list[str] | None = None) -> int:
     import torch
 
     from interp_unlearn.attacks.head_restore import head_restore_attack
-    from interp_unlearn.stats import paired_difference, t_interval
+    from interp_unlearn.core.stats import paired_difference, t_interval
 
     torch.set_num_threads(1)
     heads = [tuple(int(x) for x in h.split(".")) for h in args.heads.split(",")]

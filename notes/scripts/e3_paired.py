@@ -65,7 +65,7 @@ def paired_report(df, a: str, b: str) -> "Any":
     """The ``paired.csv`` table from the floor rows of both methods (see the docstring)."""
     import pandas as pd
 
-    from interp_unlearn.stats import bootstrap_ci, paired_difference, t_interval
+    from interp_unlearn.core.stats import bootstrap_ci, paired_difference, t_interval
 
     tgt = df[(df["role"] == "target") & (df["domain"] == "forget")]
     rows = []
@@ -103,7 +103,7 @@ def main(argv: list[str] | None = None) -> "Any":
 
     from interp_unlearn.attacks import run_floor
     from interp_unlearn.attacks.floor import parse_list, parse_seeds
-    from interp_unlearn.stats import PAIRED_NOTE, PM_NOTE
+    from interp_unlearn.core.stats import PAIRED_NOTE, PM_NOTE
 
     ap = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
     ap.add_argument("--model", default="organism")

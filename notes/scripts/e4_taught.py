@@ -32,7 +32,7 @@ def summary(df: Any) -> Any:
     """Mean and 95 % t-interval over seeds per (role, N, metric) of the forget domain."""
     import pandas as pd
 
-    from interp_unlearn.stats import t_interval
+    from interp_unlearn.core.stats import t_interval
 
     rows = []
     f = df[(df["domain"] == "forget") & df["metric"].isin(METRICS)]
@@ -54,7 +54,7 @@ def main(argv: list[str] | None = None) -> Any:
 
     from interp_unlearn.attacks import run_floor
     from interp_unlearn.attacks.floor import parse_list, parse_seeds
-    from interp_unlearn.stats import PM_NOTE
+    from interp_unlearn.core.stats import PM_NOTE
 
     ap = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
     ap.add_argument("--checkpoint", required=True, help="unlearned checkpoints, '{seed}' in it")

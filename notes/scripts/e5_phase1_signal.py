@@ -38,11 +38,11 @@ DEFAULT = "ans1e-4"
 
 
 def run(out: Path, names: list[str]) -> None:
-    from interp_unlearn.bridge import to_bridge
-    from interp_unlearn.causal import ablation_table
-    from interp_unlearn.loading import load_model
+    from interp_unlearn.core.bridge import to_bridge
+    from interp_unlearn.evaluation.causal import ablation_table
+    from interp_unlearn.data.loading import load_model
     from interp_unlearn.localize import LocalizationResult, LocalizeConfig, localize_seeds
-    from interp_unlearn.world import World
+    from interp_unlearn.data.world import World
 
     lm = load_model("organism")
     world, bridge = World.load(lm.world_dir), to_bridge(lm.model, lm.tokenizer)

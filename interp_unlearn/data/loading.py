@@ -1,0 +1,179 @@
+"""Model loading in one place: a built-in organism name, a local HF checkpoint directory,
+or a hub name (real models; needs the network).
+
+Errors are fast and name the culprit: an unknown built-in lists the valid ones, a partial
+checkpoint names the missing file, and a hub name while offline says so at once instead of
+stalling in retries. Pickled weights (``*.bin``) are refused: only safetensors are loaded.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedModel
+
+from interp_unlearn.data.organism import ASSETS, META_FILE
+
+BUILTIN: dict[str, tuple[str, str]] = {
+    "organism": ("organism-small", "model"),
+    "organism-twin": ("organism-small", "twin"),
+    "organism-micro": ("organism-micro", "model"),
+    "organism-micro-twin": ("organism-micro", "twin"),
+}
+HUB_HOST = ("huggingface.co", 443)
+
+
+class OfflineError(RuntimeError):
+    """A hub name was given where nothing can be downloaded."""
+
+
+class CheckpointError(FileNotFoundError):
+    """A local checkpoint directory is missing a file it needs."""
+
+
+@dataclass
+class LoadedModel:
+    """An HF causal LM with its tokenizer and what the toolkit knows about it."""
+
+    model: PreTrainedModel
+    tokenizer: object
+    name: str
+    path: Path | None = None
+    meta: dict = field(default_factory=dict)
+
+    @property
+    def default_scoring(self) -> str:
+        """``cloze`` for organisms (no symbol binding at this size), ``letter`` (lm-eval's
+        ``wmdp_bio`` scoring) for everything else."""
+        return self.meta.get("default_scoring", "letter")
+
+    @property
+    def world_dir(self) -> Path | None:
+        w = self.meta.get("world_dir")
+        if w is None or self.path is None:
+            return None
+        return (self.path / w).resolve()
+
+    @property
+    def eval_pool(self) -> str:
+        """The organism's default MCQ pool: ``eval`` (held-out phrasings) for ``organism``;
+        ``practice`` for the micro test organism, which has no time to generalise."""
+        return self.meta.get("eval_pool", "eval")
+
+    def mcq_path(self, domain: str, pool: str | None = None) -> Path:
+        """The organism's own MCQ file for ``forget``/``retain`` (default: its eval pool)."""
+        pool = pool or self.eval_pool
+        if self.world_dir is None:
+            raise ValueError(f"{self.name} carries no synthetic world ({META_FILE} has no "
+                             f"world_dir); pass an MCQ JSONL file instead of {domain!r}")
+        from interp_unlearn.data.world import mcq_path
+        return mcq_path(self.world_dir, domain, pool)
+
+
+def builtin_path(name: str) -> Path:
+    if name not in BUILTIN:
+        raise ValueError(f"unknown built-in model {name!r}; valid: {sorted(BUILTIN)}")
+    org, which = BUILTIN[name]
+    path = ASSETS / org / which
+    if not path.is_dir():
+        preset = org.split("-", 1)[1]
+        raise CheckpointError(
+            f"built-in {name!r} is not built at {path}; run "
+            f"`interp-unlearn organism train --preset {preset} --out {ASSETS / org}`")
+    return path
+
+
+def check_checkpoint(path: Path) -> None:
+    """Raise :class:`CheckpointError` naming the first missing file of an HF checkpoint."""
+    if not path.is_dir():
+        raise CheckpointError(f"checkpoint directory not found: {path}")
+    if not (path / "config.json").is_file():
+        raise CheckpointError(f"{path} is not an HF checkpoint: missing config.json")
+    index = path / "model.safetensors.index.json"
+    if index.is_file():
+        shards = sorted(set(json.loads(index.read_text())["weight_map"].values()))
+        for shard in shards:
+            if not (path / shard).is_file():
+                raise CheckpointError(f"{path}: missing weight shard {shard} "
+                                      f"(listed in model.safetensors.index.json)")
+    elif not (path / "model.safetensors").is_file():
+        if list(path.glob("*.bin")):
+            raise CheckpointError(f"{path}: only pickled *.bin weights found; interp_unlearn "
+                                  f"loads safetensors only (convert with save_pretrained("
+                                  f"safe_serialization=True))")
+        raise CheckpointError(f"{path}: missing model.safetensors")
+    if not any((path / f).is_file() for f in ("tokenizer.json", "tokenizer.model")):
+        raise CheckpointError(f"{path}: missing tokenizer.json (or tokenizer.model)")
+
+
+def hub_reachable(timeout: float = 3.0) -> bool:
+    try:
+        with socket.create_connection(HUB_HOST, timeout=timeout):
+            return True
+    except OSError:
+        return False
+
+
+def _offline_env() -> bool:
+    return os.environ.get("HF_HUB_OFFLINE", "0").lower() in ("1", "true", "yes", "on")
+
+
+def resolve(name_or_path: str | os.PathLike) -> tuple[str, Path | None]:
+    """Return ``(kind, path)`` with kind ``builtin``, ``local`` or ``hub``."""
+    s = str(name_or_path)
+    if s in BUILTIN:
+        return "builtin", builtin_path(s)
+    p = Path(s).expanduser()
+    if p.exists() or s.startswith((".", "/", "~")):
+        return "local", p
+    if s.startswith("organism"):
+        raise ValueError(f"unknown built-in model {s!r}; valid: {sorted(BUILTIN)}")
+    return "hub", None
+
+
+def load_model(name_or_path: str | os.PathLike, device: str | torch.device = "cpu",
+               dtype: torch.dtype | str | None = None, device_map: str | dict | None = None
+               ) -> LoadedModel:
+    """Load a causal LM and its tokenizer from a built-in name, a local directory or the hub.
+
+    ``dtype`` defaults to float32 (bf16 is the sensible choice for 7B models on a GPU);
+    ``device_map`` (e.g. ``"auto"``) spreads a model larger than one GPU over devices."""
+    if isinstance(dtype, str):
+        if not hasattr(torch, dtype):
+            raise ValueError(f"unknown dtype {dtype!r}; e.g. float32, bfloat16, float16")
+        dtype = getattr(torch, dtype)
+    kind, path = resolve(name_or_path)
+    name = str(name_or_path)
+    kwargs: dict = {"dtype": dtype or torch.float32}
+    if device_map is not None:
+        kwargs["device_map"] = device_map
+    if kind == "hub":
+        if _offline_env():
+            raise OfflineError(
+                f"{name!r} is neither a built-in model ({', '.join(sorted(BUILTIN))}) nor a "
+                f"local directory, and HF_HUB_OFFLINE is set: nothing can be downloaded. "
+                f"Pass a local checkpoint directory instead.")
+        if not hub_reachable():
+            raise OfflineError(f"{name!r} looks like a hub name but {HUB_HOST[0]} cannot be "
+                               f"reached; pass a local checkpoint directory instead.")
+        model = AutoModelForCausalLM.from_pretrained(name, use_safetensors=True, **kwargs)
+        tokenizer = AutoTokenizer.from_pretrained(name)
+        meta: dict = {}
+    else:
+        check_checkpoint(path)  # type: ignore[arg-type]  # path is set for builtin/local
+        model = AutoModelForCausalLM.from_pretrained(path, use_safetensors=True,
+                                                     local_files_only=True, **kwargs)
+        tokenizer = AutoTokenizer.from_pretrained(path, local_files_only=True)
+        meta_file = path / META_FILE
+        meta = json.loads(meta_file.read_text()) if meta_file.is_file() else {}
+    if device_map is None:
+        model.to(device)
+    model.eval()
+    if tokenizer.pad_token is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    return LoadedModel(model, tokenizer, name, path.resolve() if path else None, meta)
