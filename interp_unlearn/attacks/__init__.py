@@ -3,7 +3,7 @@
 Every attack takes a checkpoint (built-in name, directory or ``LoadedModel``; never
 modified), ``N`` attack samples (0 = unattacked) and a seed, and returns an
 :class:`~interp_unlearn.attacks.common.AttackResult` scored with the evaluator
-(:mod:`interp_unlearn.evaluate`):
+(:mod:`interp_unlearn.evaluation.scoring`):
 
 * :func:`finetune_attack` -- LoRA (Łucki et al.) or full (Fan et al.) fine-tuning;
 * :func:`quantize_attack` -- int8 / 4-bit round-to-nearest weight quantization;

@@ -14,7 +14,7 @@
   concatenated (each document used ``N // len`` or one more times, ``N / len`` effective
   epochs) and a warning says so.
 * **Never touching the input.** An attack given a name or a path loads its own copy from
-  disk and never saves anything; given a :class:`~interp_unlearn.loading.LoadedModel`, it
+  disk and never saves anything; given a :class:`~interp_unlearn.data.loading.LoadedModel`, it
   deep-copies the model before changing any weight. :func:`checkpoint_digest` hashes a
   checkpoint directory so tests can show it is unchanged.
 * **Evaluation** (:func:`evaluate_domains`): :func:`interp_unlearn.evaluation.scoring.evaluate_mcq`
@@ -42,6 +42,7 @@ from typing import Any
 
 import torch
 
+from interp_unlearn.core.checkpoint import read_meta as _read_meta
 from interp_unlearn.evaluation.domains import evaluate_domains, mcq_name, resolve_mcqs
 from interp_unlearn.evaluation.scoring import EvalResult
 from interp_unlearn.data.loading import LoadedModel, load_model
@@ -188,7 +189,7 @@ class AttackResult:
 
     ``attack`` is the attack label (``finetune-lora``, ``quantize-4bit`` ...), ``n`` the
     number of attack samples (0: unattacked), ``evals`` one
-    :class:`~interp_unlearn.evaluate.EvalResult` per domain, ``config`` the attack's
+    :class:`~interp_unlearn.evaluation.scoring.EvalResult` per domain, ``config`` the attack's
     hyper-parameters (JSON-able), ``info`` what happened (steps, losses, timings).
     ``split`` is :func:`taught_split` per domain where it is defined (``forget`` with a
     world), ``entities`` the entity of every scored question per domain (the bootstrap's
@@ -307,12 +308,6 @@ def run_eval_for(lm: LoadedModel, model: Any, *, attack: str, data: str, pool: s
 
 
 # ------------------------------------------------------------------ related checkpoints
-
-
-def _read_meta(path: Path) -> dict[str, Any]:
-    from interp_unlearn.data.organism import META_FILE
-    f = Path(path) / META_FILE
-    return json.loads(f.read_text()) if f.is_file() else {}
 
 
 def related_models(model: ModelSpec) -> tuple[str | None, str | None]:

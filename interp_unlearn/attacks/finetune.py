@@ -64,7 +64,7 @@ __all__ = ["ATTACK_LR", "FINETUNE_PRESETS", "LORA_TARGETS", "PAPER_LR", "Finetun
 LORA_TARGETS = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
 #: Łucki et al.'s LoRA learning rate (set for 7B models): the ``paper`` preset.
 PAPER_LR = 2e-4
-#: The ``lora`` preset's learning rate per model family (:func:`interp_unlearn.presets.detect_family`);
+#: The ``lora`` preset's learning rate per model family (:func:`interp_unlearn.data.families.detect_family`);
 #: families not listed get :data:`PAPER_LR`. See the module docstring for how it is chosen.
 ATTACK_LR: dict[str, float] = {
     # E3 sweep (notes/e3_calibrated_attack.md): RMU seed 0, disjoint attack pool, attack

@@ -39,7 +39,7 @@ rerun with the same ``out`` skips finished cells (the cell key covers the model,
 attack and its keyword arguments, the data, pool, N, seed, the domains, the scoring and
 the MCQ files, and for the ``lora`` preset the lr its model family resolves to).
 ``out/results.csv`` (with recovery) and ``out/summary.csv`` (mean and 95 % t-interval over
-seeds, :func:`summarize`; the interval is :func:`interp_unlearn.stats.t_interval`) are
+seeds, :func:`summarize`; the interval is :func:`interp_unlearn.core.stats.t_interval`) are
 rewritten at the end.
 """
 
@@ -57,7 +57,7 @@ import pandas as pd
 import torch
 
 from interp_unlearn.data.loading import LoadedModel, load_model, resolve
-from interp_unlearn.data.organism import META_FILE
+from interp_unlearn.core.checkpoint import read_meta
 from interp_unlearn.core.stats import ROLES, summarize, t_interval
 from interp_unlearn.attacks.common import ModelSpec, model_label, related_models, resolve_mcqs
 from interp_unlearn.attacks.finetune import attack_lr, finetune_attack
@@ -127,9 +127,7 @@ class _Describe:
             self.lm = spec
             return
         _, path = resolve(spec)
-        meta: dict = {}
-        if path is not None and (Path(path) / META_FILE).is_file():
-            meta = json.loads((Path(path) / META_FILE).read_text())
+        meta = read_meta(path)
         self.lm = LoadedModel(None, None, str(spec), Path(path).resolve() if path else None, meta)  # type: ignore[arg-type]
 
 

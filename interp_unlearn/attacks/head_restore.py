@@ -42,12 +42,12 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import replace
-from pathlib import Path
 from typing import Any
 
 import torch
 from torch import nn
 
+from interp_unlearn.core.heads import parse_heads
 from interp_unlearn.core.bridge import model_dims
 from interp_unlearn.attacks.common import (AttackResult, ModelSpec, attack_corpus,
                                            decoder_layers, load_attack_target, run_eval_for,
@@ -63,17 +63,12 @@ _DEFAULT_LR = {"weights": 2e-4, "delta": 1e-2}
 def resolve_heads(heads: Any, lm: Any) -> list[tuple[int, int]]:
     """``(layer, head)`` pairs from a list, a ``selected_heads.json`` path, or (None) the
     checkpoint's recorded ``unlearn.heads``; validated against the model."""
-    from interp_unlearn.interventions.attach import validate_heads
-
     if heads is None:
         heads = (lm.meta.get("unlearn") or {}).get("heads")
         if not heads:
             raise ValueError(f"{lm.name}: no heads given and the checkpoint records none "
                              "(interp_unlearn.json unlearn.heads); pass heads=")
-    if isinstance(heads, (str, Path)):
-        from interp_unlearn.core.selection import load_heads
-        return [tuple(h) for h in load_heads(heads, lm.model)]  # type: ignore[misc]
-    return [tuple(h) for h in validate_heads(heads, lm.model)]  # type: ignore[misc]
+    return parse_heads(heads, lm.model)
 
 
 def _text_batches(tokenizer: Any, texts: Sequence[str], model: nn.Module, size: int = 8

@@ -5,7 +5,7 @@ data (attack pool by default, so they state facts about *other* entities than th
 ones; ``pool="same"`` can include the scored entities' own documents) are joined with
 ``separator`` and prepended, followed by ``separator`` again, to each question's context.
 The same ``k`` documents are used for every question of a run. Scoring is the evaluator's
-own (:mod:`interp_unlearn.evaluate`): the same requests (``build_requests``), with the
+own (:mod:`interp_unlearn.evaluation.scoring`): the same requests (``build_requests``), with the
 prefix added to each context, tokenised and truncated exactly as ``evaluate_mcq`` does
 (``tokenize_requests``; lm-eval's *left* truncation to the model's context length, so
 with long prefixes on a short-context model -- 128 tokens for ``organism-micro`` -- the

@@ -286,7 +286,7 @@ def hf_model_of(bridge: TransformerBridge) -> PreTrainedModel:
     """
     model = bridge.__dict__.get(_SOURCE_ATTR)
     if model is None:
-        raise ValueError("this bridge was not created by interp_unlearn.bridge.to_bridge")
+        raise ValueError("this bridge was not created by interp_unlearn.core.bridge.to_bridge")
     return model
 
 

@@ -8,8 +8,10 @@ dimensions). Duplicates are an error everywhere, naming the head.
 
 from __future__ import annotations
 
+import json
 import numbers
 from collections.abc import Iterable, Mapping, Sequence
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -19,7 +21,7 @@ from torch import nn
 from interp_unlearn.core.bridge import TransformerBridge, model_dims
 
 __all__ = ["Head", "ModelLike", "check_d_head", "device_of", "dims_of", "normalize_heads",
-           "validate_heads"]
+           "parse_heads", "validate_heads"]
 
 #: One attention head: ``(layer, head)``, both 0-based.
 Head = tuple[int, int]
@@ -115,3 +117,73 @@ def check_d_head(d_head: int, model: ModelLike, owner: str) -> None:
     if "d_head" in dims and dims["d_head"] != d_head:
         raise ValueError(f"{owner} was built for d_head={d_head} but the model has "
                          f"d_head={dims['d_head']}")
+
+
+_HEAD_KEYS = ("heads", "selected_heads", "selected", "top_heads")
+
+
+def _read_heads_file(path: Path) -> Any:
+    if path.suffix == ".npy":  # a LoFiT head array, rows (layer, head)
+        return np.load(path, allow_pickle=False).tolist()
+    try:
+        raw = json.loads(path.read_text(encoding="utf-8"))
+    except json.JSONDecodeError as err:
+        raise ValueError(f"{path}: not valid JSON ({err})") from None
+    if isinstance(raw, dict):
+        for key in _HEAD_KEYS:
+            if key in raw:
+                return raw[key]
+        raise ValueError(f"{path}: expected a list of [layer, head] pairs or an object with "
+                         "one under 'heads' / 'selected_heads'")
+    return raw
+
+
+def _pair(item: Any) -> Any:
+    if isinstance(item, str):
+        sep = "." if "." in item else ":"
+        try:
+            l, h = (int(x) for x in item.split(sep))
+        except ValueError:
+            raise ValueError(f"cannot parse head {item!r}; write LAYER.HEAD, e.g. 2.1") from None
+        return (l, h)
+    if isinstance(item, Mapping):
+        return (item.get("layer"), item.get("head"))
+    return item
+
+
+def parse_heads(spec: Any, model: ModelLike | None = None, *, sort: bool = False
+                ) -> list[Head] | None:
+    """THE heads parser: every ``--heads`` / ``heads=`` of the toolkit goes through it.
+
+    ``spec`` may be ``None`` (returned as is); a list of ``(layer, head)`` pairs, of
+    ``{"layer", "head"}`` dicts or of ``"l.h"`` strings; a string ``"2.1,3.0"`` (``l.h`` or
+    ``l:h``, comma/space separated); a JSON file holding such a list or an object with one
+    under ``heads`` / ``selected_heads`` / ``selected`` / ``top_heads`` (phase 1's
+    ``selected_heads.json``); a LoFiT ``.npy`` array; or a directory containing
+    ``selected_heads.json``. Duplicates are an error (naming the head); with ``model``
+    every head is checked against its layers and heads (:func:`validate_heads`). Order is
+    kept, or sorted with ``sort=True``. Errors about a file name the file."""
+    if spec is None:
+        return None
+    where = ""
+    raw: Any = spec
+    if isinstance(spec, (str, Path)) and Path(spec).is_dir():
+        spec = Path(spec) / "selected_heads.json"
+    if isinstance(spec, Path) or (isinstance(spec, str) and (
+            spec.endswith((".json", ".npy")) or Path(spec).is_file())):
+        path = Path(spec)
+        if not path.is_file():
+            raise FileNotFoundError(f"heads file not found: {path}")
+        where = f"{path}: "
+        raw = _read_heads_file(path)
+    elif isinstance(spec, str):
+        raw = [p for p in spec.replace(",", " ").split() if p]
+    if isinstance(raw, (str, bytes)) or not isinstance(raw, Iterable):
+        raise TypeError(f"{where}heads must be a list of (layer, head) pairs, got {raw!r}")
+    try:
+        pairs = [_pair(item) for item in raw]
+        heads = (validate_heads(pairs, model) if model is not None
+                 else normalize_heads(pairs))
+    except (ValueError, TypeError) as err:
+        raise type(err)(f"{where}{err}") from None
+    return sorted(heads) if sort else heads

@@ -42,8 +42,7 @@ from typing import Any
 
 import pandas as pd
 
-from interp_unlearn.core.heads import (Head, ModelLike, normalize_heads,
-                                                 validate_heads)
+from interp_unlearn.core.heads import (Head, ModelLike, normalize_heads, parse_heads)
 
 __all__ = [
     "BAND_STRATEGIES",
@@ -198,27 +197,13 @@ def write_heads(path: str | Path, heads: Iterable[Sequence[int]], **meta: Any) -
 
 
 def load_heads(path: str | Path, model: ModelLike) -> list[Head]:
-    """Read heads from ``selected_heads.json`` and validate them against ``model``.
-
-    Accepts ``{"heads": [[l, h], ...], ...}`` or a bare ``[[l, h], ...]`` list. ``model``
-    is an HF causal LM, a ``TransformerBridge`` or a dims dict.
+    """Read heads from ``selected_heads.json`` (``{"heads": [[l, h], ...], ...}`` or a bare
+    list) and validate them against ``model`` (an HF causal LM, a ``TransformerBridge`` or
+    a dims dict): :func:`interp_unlearn.core.heads.parse_heads` on a file.
 
     Raises:
         FileNotFoundError: no such file.
         ValueError: not JSON, no ``heads`` list, or a head outside the model (the message
             names the file, the head and the valid range).
     """
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"heads file not found: {path}")
-    try:
-        raw = json.loads(path.read_text())
-    except json.JSONDecodeError as err:
-        raise ValueError(f"{path}: not valid JSON ({err})") from None
-    heads = raw.get("heads") if isinstance(raw, dict) else raw
-    if not isinstance(heads, list):
-        raise ValueError(f"{path}: expected a list of [layer, head] pairs under 'heads'")
-    try:
-        return validate_heads(heads, model)
-    except (ValueError, TypeError) as err:
-        raise type(err)(f"{path}: {err}") from None
+    return parse_heads(Path(path), model)

@@ -48,7 +48,7 @@ Texts are kept when ``len(text) > min_len``, the RMU reference's filter
 
 Hub names go through ``datasets.load_dataset`` with the real repository, config and
 split. With ``HF_HUB_OFFLINE`` or ``HF_DATASETS_OFFLINE`` set, or the hub unreachable, a hub
-name fails at once with :class:`~interp_unlearn.loading.OfflineError` saying to pass a
+name fails at once with :class:`~interp_unlearn.data.loading.OfflineError` saying to pass a
 local path; the HF datasets cache is not consulted.
 """
 
@@ -60,11 +60,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from interp_unlearn.core.checkpoint import META_FILE, read_meta
 from interp_unlearn.core.mcq import MCQ, MCQFormatError, _record_problem, load_mcq
 
-# ``interp_unlearn.loading`` imports torch and transformers; it is imported where needed
+# ``interp_unlearn.data.loading`` imports torch and transformers; it is imported where needed
 # so that reading data stays light.
-META_FILE = "interp_unlearn.json"  # == interp_unlearn.organism.META_FILE
 
 __all__ = [
     "CORPORA",
@@ -173,7 +173,7 @@ def organism_world_dir(name_or_path: str | os.PathLike) -> Path:
         return (d / "world").resolve()
     meta_file = d / META_FILE
     if meta_file.is_file():
-        world = json.loads(meta_file.read_text()).get("world_dir")
+        world = read_meta(d).get("world_dir")
         if world is not None:
             w = (d / world).resolve()
             if not (w / "world.json").is_file():
@@ -189,11 +189,10 @@ def _organism_default_pool(prefix: str) -> str:
     from interp_unlearn.data.loading import BUILTIN, builtin_path
 
     d = builtin_path(prefix) if prefix in BUILTIN else Path(prefix).expanduser()
-    meta_file = d / META_FILE
-    if meta_file.is_file():
-        return json.loads(meta_file.read_text()).get("eval_pool", "eval")
+    if (d / META_FILE).is_file():
+        return read_meta(d).get("eval_pool", "eval")
     if (d / "model" / META_FILE).is_file():  # an organism directory
-        return json.loads((d / "model" / META_FILE).read_text()).get("eval_pool", "eval")
+        return read_meta(d / "model").get("eval_pool", "eval")
     return "eval"
 
 

@@ -2,7 +2,7 @@
 
 The directory loads with ``transformers.AutoModelForCausalLM.from_pretrained``, with
 lm-eval's ``hf`` model (``lm_eval --model hf --model_args pretrained=DIR``), with
-:func:`interp_unlearn.loading.load_model` and the ``interp_unlearn`` lm-eval model
+:func:`interp_unlearn.data.loading.load_model` and the ``interp_unlearn`` lm-eval model
 (``path=DIR``)::
 
     lm = load_model("organism")
@@ -27,7 +27,7 @@ import torch
 from transformers import PreTrainedModel
 
 from interp_unlearn.data.loading import LoadedModel, check_checkpoint
-from interp_unlearn.data.organism import META_FILE
+from interp_unlearn.core.checkpoint import META_FILE, write_meta
 
 __all__ = ["export_hf"]
 
@@ -44,10 +44,10 @@ def export_hf(model: PreTrainedModel | LoadedModel, tokenizer: Any = None,
               overwrite: bool = False) -> Path:
     """Save ``model`` and ``tokenizer`` to ``out_dir`` as an HF checkpoint (``config.json``,
     ``model.safetensors`` -- sharded above 50 GB --, tokenizer files) and ``meta`` as
-    ``interp_unlearn.json`` (what :func:`~interp_unlearn.loading.load_model` reads back as
+    ``interp_unlearn.json`` (what :func:`~interp_unlearn.data.loading.load_model` reads back as
     ``LoadedModel.meta``). Returns the directory.
 
-    ``model`` may be a :class:`~interp_unlearn.loading.LoadedModel`: its tokenizer is used
+    ``model`` may be a :class:`~interp_unlearn.data.loading.LoadedModel`: its tokenizer is used
     when ``tokenizer`` is None, and its meta when ``meta`` is None (with ``world_dir`` made
     absolute, so an exported organism still finds its MCQs). An existing checkpoint in
     ``out_dir`` is refused unless ``overwrite``.
@@ -67,7 +67,7 @@ def export_hf(model: PreTrainedModel | LoadedModel, tokenizer: Any = None,
                         "so the checkpoint is a plain HF model")
     if not isinstance(model, PreTrainedModel):
         raise TypeError(f"expected a transformers PreTrainedModel, got {type(model).__name__}; "
-                        "for a TransformerLens bridge from interp_unlearn.bridge.to_bridge export "
+                        "for a TransformerLens bridge from interp_unlearn.core.bridge.to_bridge export "
                         "the HF model it wraps (they share weights)")
     wrapped = [k for k in model.state_dict() if "_original_component" in k]
     if wrapped:
@@ -102,6 +102,6 @@ def export_hf(model: PreTrainedModel | LoadedModel, tokenizer: Any = None,
     model.save_pretrained(out)
     tokenizer.save_pretrained(out)
     if meta is not None:
-        (out / META_FILE).write_text(json.dumps(meta, indent=1))
+        write_meta(out, meta)
     check_checkpoint(out)
     return out

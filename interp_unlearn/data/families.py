@@ -64,6 +64,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from interp_unlearn.core.checkpoint import read_meta
+
 
 __all__ = [
     "FALLBACK",
@@ -78,7 +80,6 @@ __all__ = [
     "scaled_layer",
 ]
 
-META_FILE = "interp_unlearn.json"  # == interp_unlearn.organism.META_FILE
 ZEPHYR_LAYER, ZEPHYR_DEPTH = 7, 32  # RMU's layer for Zephyr-7B and its number of layers
 LOFIT_SCRIPT_FRACTION = 32 / 1024   # LoFiT's scripts: 32 of Llama-2-7B's 1,024 heads
 ORGANISM_TOP_K = 4                  # the shipped organism's K (module docstring)
@@ -174,12 +175,6 @@ class ModelInfo:
         return (self.name.split() or ["<unnamed>"])[0]
 
 
-def _read_meta(path: Path | None) -> dict[str, Any]:
-    if path is None or not (path / META_FILE).is_file():
-        return {}
-    return json.loads((path / META_FILE).read_text())
-
-
 def _config_fields(config: Any) -> tuple[str | None, int | None]:
     if isinstance(config, Mapping):
         config = config.get("text_config") or config
@@ -213,7 +208,7 @@ def model_info(model: Any) -> ModelInfo:
         mtype, depth = _config_fields(config)
         name = str(getattr(model, "name_or_path", "") or getattr(config, "name_or_path", ""))
         path = Path(name) if name and Path(name).is_dir() else None
-        return ModelInfo(mtype, depth, name, _read_meta(path))
+        return ModelInfo(mtype, depth, name, read_meta(path))
     if isinstance(model, (str, os.PathLike)):
         s = str(model)
         path = builtin_path(s) if s in BUILTIN else Path(s).expanduser()
@@ -221,7 +216,7 @@ def model_info(model: Any) -> ModelInfo:
             cfg_file = path / "config.json"
             mtype, depth = (_config_fields(json.loads(cfg_file.read_text()))
                             if cfg_file.is_file() else (None, None))
-            return ModelInfo(mtype, depth, f"{s} {path}", _read_meta(path))
+            return ModelInfo(mtype, depth, f"{s} {path}", read_meta(path))
         return ModelInfo(None, None, s, {})
     raise TypeError(f"expected a LoadedModel, an HF model or config, a name or a path; got "
                     f"{type(model).__name__}")

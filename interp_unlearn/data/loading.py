@@ -17,7 +17,8 @@ from pathlib import Path
 import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedModel
 
-from interp_unlearn.data.organism import ASSETS, META_FILE
+from interp_unlearn.core.checkpoint import META_FILE, read_meta
+from interp_unlearn.data.organism import ASSETS
 
 BUILTIN: dict[str, tuple[str, str]] = {
     "organism": ("organism-small", "model"),
@@ -169,8 +170,7 @@ def load_model(name_or_path: str | os.PathLike, device: str | torch.device = "cp
         model = AutoModelForCausalLM.from_pretrained(path, use_safetensors=True,
                                                      local_files_only=True, **kwargs)
         tokenizer = AutoTokenizer.from_pretrained(path, local_files_only=True)
-        meta_file = path / META_FILE
-        meta = json.loads(meta_file.read_text()) if meta_file.is_file() else {}
+        meta = read_meta(path)
     if device_map is None:
         model.to(device)
     model.eval()

@@ -31,10 +31,10 @@ import torch
 from tqdm.auto import tqdm
 from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
 
+from interp_unlearn.core.checkpoint import META_FILE, write_meta  # noqa: F401 - META_FILE re-exported
 from interp_unlearn.data.world import World, WorldConfig
 
 ASSETS = Path(__file__).resolve().parents[1] / "assets"
-META_FILE = "interp_unlearn.json"
 #: ``(model, tokenizer, questions) -> accuracy``
 Evaluator = Callable[[LlamaForCausalLM, PreTrainedTokenizerFast, Sequence], float]
 
@@ -197,7 +197,7 @@ def save_checkpoint(model: LlamaForCausalLM, tokenizer: PreTrainedTokenizerFast,
     out.mkdir(parents=True, exist_ok=True)
     model.save_pretrained(out, safe_serialization=True)
     tokenizer.save_pretrained(out)
-    (out / META_FILE).write_text(json.dumps(meta, indent=1))
+    write_meta(out, meta)
     return out
 
 

@@ -1,19 +1,19 @@
 """lm-eval model type ``interp_unlearn``: lm-eval's ``HFLM`` over anything
-:func:`interp_unlearn.loading.load_model` accepts (a built-in organism, a local HF
+:func:`interp_unlearn.data.loading.load_model` accepts (a built-in organism, a local HF
 checkpoint directory, a hub name).
 
 lm-eval 0.4.13 finds models only in its own registry (no plugin entry points), so this
 module must be imported before lm-eval looks the name up. From the command line use the
 wrapper, which imports it and then runs lm-eval's own CLI with the same arguments::
 
-    python -m interp_unlearn.lm_eval_cli --model interp_unlearn \\
+    python -m interp_unlearn.evaluation.lm_eval_cli --model interp_unlearn \\
         --model_args path=organism-micro --tasks organism_wmdp --include_path TASK_DIR \\
         --device cpu --batch_size 8
 
 (the bare ``lm_eval --model interp_unlearn`` cannot see the model: it never imports this
 module). From Python::
 
-    import interp_unlearn.lm_eval_model  # registers "interp_unlearn"
+    import interp_unlearn.evaluation.lm_eval_model  # registers "interp_unlearn"
     lm_eval.simple_evaluate(model="interp_unlearn", model_args="path=organism", ...)
 
 ``model_args``:
@@ -27,7 +27,7 @@ module). From Python::
     e.g. ``auto`` for a model larger than one GPU (``--device`` is then ignored).
 ``heads``, ``ablate``, ``perturbation``, ``means``
     an intervention on attention heads, applied to every forward pass of the evaluation:
-    ``heads`` = a ``selected_heads.json`` (:func:`interp_unlearn.selection.write_heads`;
+    ``heads`` = a ``selected_heads.json`` (:func:`interp_unlearn.core.selection.write_heads`;
     ``{"heads": [[layer, head], ...]}``) and exactly one of
 
     * ``ablate=zero``: :class:`~interp_unlearn.interventions.HeadAblation` zeroes the
@@ -44,11 +44,11 @@ module). From Python::
     The intervention acts where ``blocks.{l}.attn.hook_z`` is in TransformerLens: on the
     input of each decoder layer's ``self_attn.o_proj``, viewed as
     ``[batch, pos, n_heads, d_head]`` (forward pre-hooks on the HF model, as
-    ``interp_unlearn.unlearn.almpu`` applies delta; ``notes/bridge_findings.md`` section 5).
+    ``interp_unlearn.unlearn.methods.almpu`` applies delta; ``notes/bridge_findings.md`` section 5).
 
 Every other argument goes to ``HFLM`` (``batch_size``, ``max_length``, ``add_bos_token``,
 ...); ``pretrained`` and ``tokenizer`` are set from ``path``. Scores equal ``HFLM``'s on
-the same model (and :func:`interp_unlearn.evaluate.evaluate_mcq` with ``scoring="letter"``
+the same model (and :func:`interp_unlearn.evaluation.scoring.evaluate_mcq` with ``scoring="letter"``
 on a ``write_lm_eval_task`` task).
 """
 
@@ -63,6 +63,7 @@ from lm_eval.api.registry import register_model
 from lm_eval.models.huggingface import HFLM
 
 from interp_unlearn.data.loading import LoadedModel, load_model
+from interp_unlearn.interventions.hf_hooks import add_head_hooks
 
 __all__ = ["ABLATIONS", "InterpUnlearnLM", "attach_to_o_proj", "build_intervention"]
 
@@ -147,32 +148,15 @@ def build_intervention(model: torch.nn.Module, heads: str | os.PathLike,
 
 
 def attach_to_o_proj(model: torch.nn.Module, intervention: torch.nn.Module) -> list:
-    """Forward pre-hooks on ``model.model.layers[l].self_attn.o_proj`` that apply
-    ``intervention(z, l)`` to the o_proj input viewed as ``[batch, pos, n_heads, d_head]``
-    (= ``hook_z``). Returns the hook handles (``handle.remove()`` undoes them)."""
-    from interp_unlearn.core.bridge import model_dims
-
-    layers = getattr(getattr(model, "model", None), "layers", None)
-    if layers is None:
-        raise TypeError(f"{type(model).__name__} has no model.layers: head interventions need "
-                        f"an HF decoder-only LM (Llama, Mistral/Zephyr, Qwen ...)")
-    dims = model_dims(model)
-    n_heads, d_head = dims["n_heads"], dims["d_head"]
-
-    def make_hook(layer: int):
-        def hook(module, args):
-            x = args[0]
-            z = x.reshape(*x.shape[:-1], n_heads, d_head)
-            return (intervention(z, layer).reshape(x.shape), *args[1:])
-        return hook
-
-    return [layers[layer].self_attn.o_proj.register_forward_pre_hook(make_hook(layer))
-            for layer in intervention.layers]
+    """Forward pre-hooks on ``o_proj`` of the intervention's layers applying
+    ``intervention(z, l)`` to hook_z (:func:`~interp_unlearn.interventions.hf_hooks.add_head_hooks`).
+    Returns the hook handles (``handle.remove()`` undoes them)."""
+    return add_head_hooks(model, intervention, intervention.layers)
 
 
 @register_model("interp_unlearn")
 class InterpUnlearnLM(HFLM):
-    """``HFLM`` over a model loaded by :func:`interp_unlearn.loading.load_model`."""
+    """``HFLM`` over a model loaded by :func:`interp_unlearn.data.loading.load_model`."""
 
     def __init__(self, path: str = "organism", heads: str | None = None,
                  ablate: str | None = None, perturbation: str | None = None,

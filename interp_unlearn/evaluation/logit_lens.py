@@ -2,11 +2,11 @@
 
 For every block ``l`` the residual stream after the block, ``blocks.{l}.hook_resid_post``,
 is passed through the model's final norm and unembedding, and the four choices of each
-question are scored from those logits exactly as :func:`interp_unlearn.evaluate.evaluate_mcq`
+question are scored from those logits exactly as :func:`interp_unlearn.evaluation.scoring.evaluate_mcq`
 scores the real logits: same prompts (letter or cloze; default: the model's own), same
-tokenisation and truncation, same batches (:func:`~interp_unlearn.evaluate.make_batches`
+tokenisation and truncation, same batches (:func:`~interp_unlearn.evaluation.scoring.make_batches`
 over the de-duplicated requests, like ``score_requests``), same summed continuation
-log-probabilities (:func:`~interp_unlearn.evaluate.continuation_logprobs`) and argmax. At
+log-probabilities (:func:`~interp_unlearn.evaluation.scoring.continuation_logprobs`) and argmax. At
 the last block this *is* the model's output (final norm + unembedding of the last
 residual stream), so the lens reproduces ``evaluate_mcq``'s per-question predictions.
 
@@ -199,7 +199,7 @@ def logit_lens(model: Any, tokenizer: Any, items: Sequence[MCQ] | str | Path,
                config: EvalConfig | None = None, *, blocks: Sequence[int] | None = None,
                backend: str = "hf", progress: bool = False) -> pd.DataFrame:
     """Tidy accuracy per block: columns ``block, accuracy, ci95_low, ci95_high, n``
-    (the interval as in :class:`~interp_unlearn.evaluate.EvalResult`: normal
+    (the interval as in :class:`~interp_unlearn.evaluation.scoring.EvalResult`: normal
     approximation, clipped to [0, 1]). ``df.attrs["predictions"]`` holds the per-question
     predictions ``[blocks, questions]``."""
     items = _items(items)
@@ -222,8 +222,10 @@ def logit_lens(model: Any, tokenizer: Any, items: Sequence[MCQ] | str | Path,
 def run_logit_lens(model: str | os.PathLike, out: str | os.PathLike | None = None, *,
                    domains: Sequence[str] = ("forget", "retain"), mcq: Any = None,
                    scoring: str | None = None, batch_size: int = 32, backend: str = "hf",
-                   threads: int | None = None, progress: bool = True) -> pd.DataFrame:
-    """The ``interp-unlearn logit-lens`` command: the lens of a checkpoint on its own MCQ
+                   threads: int | None = None, progress: bool = True, device: str = "cpu",
+                   dtype: str | None = None) -> pd.DataFrame:
+    """The ``interp-unlearn logit-lens`` command: the lens of a checkpoint (loaded on
+    ``device`` in ``dtype``) on its own MCQ
     pools (``forget`` and ``retain`` of its default pool, its own scoring), as one tidy table
     with a ``domain`` column (plus ``model``, ``scoring``, ``mcq``). Writes
     ``out/logit_lens.csv`` and ``out/logit_lens.json`` when ``out`` is given."""
@@ -232,7 +234,7 @@ def run_logit_lens(model: str | os.PathLike, out: str | os.PathLike | None = Non
 
     if threads:
         torch.set_num_threads(int(threads))
-    lm = load_model(model)
+    lm = load_model(model, device=device, dtype=dtype)
     scoring = scoring or lm.default_scoring
     cfg = EvalConfig(scoring=scoring, batch_size=batch_size)
     frames = []

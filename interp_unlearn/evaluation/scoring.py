@@ -15,7 +15,7 @@ Two prompt formats (``EvalConfig.scoring``):
 
 Tokenisation and truncation replicate lm-eval 0.4.13's ``HFLM`` (``_encode_pair``,
 ``tok_encode``, ``_loglikelihood_tokens``) so scores agree with lm-eval question by
-question; ``tests/test_lmeval_parity.py`` runs lm-eval itself to check it.
+question; ``tests/unit/evaluation/test_lmeval_parity.py`` runs lm-eval itself to check it.
 
 The pipeline is split so that other sources of logits (e.g. a logit lens on intermediate
 residual streams) can reuse it: :func:`build_requests` -> :func:`tokenize_requests` ->

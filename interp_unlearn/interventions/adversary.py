@@ -29,7 +29,7 @@ probability MSE (``O(1/V)``): the regulariser cancelled the memory gradient at
   ``λ_reg·Σ‖δ‖²`` is kept as an option with default 0 (the ball is the constraint).
 * **Diagnostics** (:meth:`LatentAdversary.diagnostics`): per-row ‖δ‖/ε, the fraction of
   rows on the boundary (‖δ‖/ε ≥ 0.99) and the **gain**: answer log-prob (summed over the
-  correct choice's tokens, mean over questions, as :func:`~interp_unlearn.evaluate.evaluate_mcq`
+  correct choice's tokens, mean over questions, as :func:`~interp_unlearn.evaluation.scoring.evaluate_mcq`
   scores it), the same normalised over the four choices, and MCQ accuracy, each with δ
   minus without, on held-out questions. ``alive`` is false when the median ‖δ‖/ε < 0.1 or
   the answer log-prob gain ≤ 0 (:data:`ALIVE_THRESHOLDS`; ``restores_ranking`` says
@@ -62,6 +62,8 @@ import torch.nn.functional as F
 from jaxtyping import Float
 from torch import Tensor, nn
 
+from interp_unlearn.core.hooks import register_all, remove_all
+from interp_unlearn.interventions.hf_hooks import add_head_hooks
 from interp_unlearn.interventions.adversary_diagnostics import (ALIVE_THRESHOLDS, BOUNDARY,
                                                              decoder_layers_of as _layers,
                                                              ids_mask as _ids_mask,
@@ -122,13 +124,11 @@ class LatentAdversary:
     def applied(self, model: nn.Module | None = None) -> Iterator[None]:
         """δ added (hooks on ``model``, default the trained model) for every forward in
         the block; exactly these hooks are removed on exit, also on an exception."""
-        handles: list[Any] = []
+        handles = self.add_hooks(self.model if model is None else model)
         try:
-            handles = self.add_hooks(self.model if model is None else model)
             yield
         finally:
-            for h in handles:
-                h.remove()
+            remove_all(handles)
 
     def add_hooks(self, model: nn.Module) -> list[Any]:  # pragma: no cover - abstract
         """Register δ's hooks on ``model`` and return their handles (the caller removes
@@ -266,27 +266,7 @@ class HeadAdversary(LatentAdversary):
         return [{"layer": l, "head": h} for l, h in self.heads]
 
     def add_hooks(self, model: nn.Module) -> list[Any]:
-        layers = _layers(model)
-        handles = []
-        try:
-            for layer in self.delta.layers:
-                handles.append(layers[layer].self_attn.o_proj.register_forward_pre_hook(
-                    self._pre_hook(layer)))
-        except BaseException:
-            for h in handles:
-                h.remove()
-            raise
-        return handles
-
-    def _pre_hook(self, layer: int):
-        n_heads, d_head = self.n_heads, self.d_head
-
-        def hook(module: nn.Module, args: tuple) -> tuple:
-            x = args[0]
-            z = x.reshape(*x.shape[:-1], n_heads, d_head)
-            return (self.delta(z, layer).reshape(x.shape),) + tuple(args[1:])
-
-        return hook
+        return add_head_hooks(model, self.delta, self.delta.layers)
 
 
 class ResidualAdversary(LatentAdversary):
@@ -333,7 +313,8 @@ class ResidualAdversary(LatentAdversary):
 
     def add_hooks(self, model: nn.Module) -> list[Any]:
         blocks = _layers(model)
-        return [blocks[l].register_forward_hook(self._hook(i)) for i, l in enumerate(self.layers)]
+        return register_all((lambda i=i, l=l: blocks[l].register_forward_hook(self._hook(i)))
+                            for i, l in enumerate(self.layers))
 
     def _hook(self, row: int):
         def hook(module: nn.Module, args: tuple, out: Any) -> Any:

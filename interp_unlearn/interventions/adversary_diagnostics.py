@@ -34,6 +34,7 @@ from torch import Tensor, nn
 
 from interp_unlearn.core.arch import decoder_layers as decoder_layers_of
 from interp_unlearn.interventions.attach import dims_of
+from interp_unlearn.interventions.hf_hooks import head_hooks
 
 __all__ = ["ALIVE_THRESHOLDS", "BOUNDARY", "measure_head_norms",
            "measure_resid_norms", "norm_stats"]
@@ -75,24 +76,16 @@ def measure_head_norms(model: nn.Module, batches: Iterable[Any]
     """``E‖z_{l,h}‖`` per head over the real tokens (``attention_mask``) of ``batches``
     (objects with ``input_ids``/``attention_mask``, or ``(input_ids, attention_mask)``)."""
     dims = dims_of(model)
-    n_heads, d_head = dims["n_heads"], dims["d_head"]
-    sums = torch.zeros(dims["n_layers"], n_heads, dtype=torch.float64)
+    sums = torch.zeros(dims["n_layers"], dims["n_heads"], dtype=torch.float64)
     mask_now: dict[str, Tensor] = {}
 
-    def pre_hook(layer: int):
-        def hook(module: nn.Module, args: tuple) -> None:
-            z = args[0].reshape(*args[0].shape[:-1], n_heads, d_head).float()
-            m = mask_now["m"].to(z.device, z.dtype)
-            sums[layer] += (z.norm(dim=-1) * m[..., None]).sum(dim=(0, 1)).double().cpu()
-        return hook
+    def accumulate(z: Tensor, layer: int) -> None:  # read-only: z passes unchanged
+        z = z.float()
+        m = mask_now["m"].to(z.device, z.dtype)
+        sums[layer] += (z.norm(dim=-1) * m[..., None]).sum(dim=(0, 1)).double().cpu()
 
-    handles = [layer.self_attn.o_proj.register_forward_pre_hook(pre_hook(i))
-               for i, layer in enumerate(decoder_layers_of(model))]
-    try:
+    with head_hooks(model, accumulate):
         count = _run(model, batches, mask_now)
-    finally:
-        for h in handles:
-            h.remove()
     return (sums / count).float()
 
 

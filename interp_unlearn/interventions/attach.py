@@ -4,7 +4,7 @@ An *intervention* is any object with a method ``fwd_hooks(model=None) -> list[(h
 fn)]``: the hook points it edits and the TransformerLens hook functions ``fn(activation,
 hook)`` that edit them (returning the new activation). :class:`HeadScale`,
 :class:`HeadPerturbation` and :class:`HeadAblation` are interventions; their hook names
-come from :func:`interp_unlearn.bridge.hook_z_name` (``blocks.{l}.attn.hook_z``,
+come from :func:`interp_unlearn.core.bridge.hook_z_name` (``blocks.{l}.attn.hook_z``,
 ``[batch, pos, head, d_head]``). When ``fwd_hooks`` accepts an argument, :func:`attach`
 passes the bridge, and the intervention validates its layers, heads and ``d_head``
 against it before any hook is added.
@@ -106,7 +106,7 @@ def attach(bridge: TransformerBridge, *interventions: Any) -> Iterator[Transform
     if not isinstance(bridge, TransformerBridge):
         raise TypeError(
             f"attach needs a TransformerBridge, got {type(bridge).__name__}; wrap an HF model "
-            "with interp_unlearn.bridge.to_bridge(hf_model, tokenizer)")
+            "with interp_unlearn.core.bridge.to_bridge(hf_model, tokenizer)")
     hooks = collect_hooks(bridge, *interventions)
     with bridge.hooks(fwd_hooks=hooks):
         yield bridge

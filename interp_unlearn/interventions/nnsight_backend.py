@@ -19,7 +19,7 @@ template such as ``"transformer.h.{layer}.attn.c_proj"``).
 ``interp_unlearn.localize.localize(..., backend="nnsight")`` runs phase 1 through it with
 the same init, batches and optimiser as the TransformerLens backend.
 
-Hygiene, as :func:`interp_unlearn.bridge.to_bridge`: nnsight installs a controller
+Hygiene, as :func:`interp_unlearn.core.bridge.to_bridge`: nnsight installs a controller
 ``forward`` into the ``__dict__`` of every module it wraps and leaves it there, so by
 default the envoy wraps a *weight-sharing structural copy* of the model (new module
 objects, the same ``nn.Parameter`` objects). The caller's model is never instrumented;

@@ -8,7 +8,7 @@ model weights frozen, ``A`` is trained with
 
 (paper eq. 3; the L1 term is LoFiT's un-normalised sum over every element of every head).
 A head's score is ``S(l, h) = ||A[l, h]||_2`` and the top-K heads are selected
-(:func:`interp_unlearn.selection.select_heads`).
+(:func:`interp_unlearn.core.selection.select_heads`).
 
 Defaults (:class:`LocalizeConfig`) are LoFiT's, from ``protocols.md`` section 2 and its
 trainer (``fc2869/lo-fit``: ``lofit_trainer.py`` + ``utils/trainers.py``, which run the
@@ -20,7 +20,7 @@ Hugging Face ``Trainer`` with its defaults):
   0 over the run without warm-up, gradient-norm clipping at 1.0 -- the HF ``Trainer``
   defaults LoFiT inherits.
 * K: LoFiT's default is 10 % of all heads (``int(0.1 * n_layers * n_heads)``); the
-  shipped organism uses K = 4 (:mod:`interp_unlearn.presets`).
+  shipped organism uses K = 4 (:mod:`interp_unlearn.data.families`).
 
 The objective (``LocalizeConfig.objective``, :mod:`.data`):
 
@@ -39,7 +39,7 @@ Deviation from the paper, on purpose, for organisms (``notes/e5_phase1_signal.md
 ``last_lr * sqrt(d_head)`` (max/dither 1.8-2.4) and the ranking changes from seed to seed
 (Spearman 0.40, top-4 Jaccard 0.36). Of ten objective x lambda variants only ``answer-ce``
 on the practice Q/A with lambda = 1e-4 (the organism preset,
-:mod:`interp_unlearn.presets`) is both reproducible (Spearman 0.98, Jaccard 0.73, scores
+:mod:`interp_unlearn.data.families`) is both reproducible (Spearman 0.98, Jaccard 0.73, scores
 ~2,600x the dither) and causal (mean-ablating its top-4 costs 0.273 forget accuracy vs
 0.064 for 4 random heads). Stable is not enough: ``corpus-ce`` at lambda <= 1e-4 and
 ``answer-ce`` at lambda = 0 are reproducible but their heads matter less than random ones,
@@ -54,7 +54,7 @@ Other deliberate deviations:
   ``stability.json`` (:mod:`.stability`).
 * The forward pass runs through a TransformerLens ``TransformerBridge`` (eager attention;
   its logits equal HF eager exactly), not LoFiT's patched HF modules. ``backend="nnsight"``
-  runs it through nnsight instead (:mod:`interp_unlearn.nnsight_backend`: the same scaling
+  runs it through nnsight instead (:mod:`interp_unlearn.interventions.nnsight_backend`: the same scaling
   at the input of the attention output projection, for architectures TransformerLens
   does not cover); init, batches, optimiser and loss are shared, only the forward differs.
 """

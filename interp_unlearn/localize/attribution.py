@@ -32,7 +32,7 @@ The score is
 
 Cost: ``1 + n_layers * n_heads`` passes over the two question (or text) sets, no backward
 (Zephyr-7B: 1,025 passes; use a GPU and a few hundred questions). Single-head ablations are not
-additive; the causal check of the selected *set* is :func:`interp_unlearn.causal.ablation_table`.
+additive; the causal check of the selected *set* is :func:`interp_unlearn.evaluation.causal.ablation_table`.
 
 This is not the paper's method: it is offered beside it (``interp-unlearn localize
 --score ablation``), measured side by side in ``notes/localization_finding.md``.
@@ -40,11 +40,10 @@ This is not the paper's method: it is offered beside it (``interp-unlearn locali
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import time
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -62,7 +61,8 @@ from interp_unlearn.evaluation.scoring import pad_id as _pad_id
 from interp_unlearn.interventions import HeadAblation, attach, mean_head_outputs
 from interp_unlearn.interventions.attach import Head
 from interp_unlearn.localize import _collate, _tokenize, causal_lm_loss
-from interp_unlearn.core.mcq import MCQ, N_CHOICES, load_mcq
+from interp_unlearn.core.config import ConfigBase
+from interp_unlearn.core.mcq import MCQ, N_CHOICES
 from interp_unlearn.core.selection import write_heads
 
 __all__ = ["ATTRIBUTION_SCORES", "ATTRIBUTION_SIGNALS", "attribution_pools", "AttributionConfig", "AttributionResult", "head_attribution",
@@ -75,7 +75,7 @@ TABLE_FILE = "attribution.csv"
 
 
 @dataclass
-class AttributionConfig:
+class AttributionConfig(ConfigBase):
     """How heads are scored by ablation. Saved as ``attribution_config.json``.
 
     Attributes:
@@ -117,23 +117,12 @@ class AttributionConfig:
             if v is not None and (isinstance(v, bool) or not isinstance(v, int) or v < 1):
                 raise ValueError(f"{name} must be a positive int or None, got {v!r}")
 
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
-
-    @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> "AttributionConfig":
-        names = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(d) - names)
-        if unknown:
-            raise ValueError(f"unknown AttributionConfig fields {unknown}; valid: {sorted(names)}")
-        return cls(**d)
-
 
 @dataclass
 class AttributionResult:
     """Per-head ablation effects (``table``: ``layer, head, d_forget, d_retain, score,
     rank``), the selected top-K and the config; ``scores`` is the ``layer, head, score,
-    rank`` view the heatmap and :func:`~interp_unlearn.selection.select_heads` take."""
+    rank`` view the heatmap and :func:`~interp_unlearn.core.selection.select_heads` take."""
 
     table: pd.DataFrame
     selected: list[Head]

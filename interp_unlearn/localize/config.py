@@ -8,13 +8,11 @@ its defaults), except the phase-1 *objective*, which depends on the data (see
 
 from __future__ import annotations
 
-import dataclasses
-import json
-from dataclasses import asdict, dataclass
-from pathlib import Path
+from dataclasses import dataclass
 from types import SimpleNamespace
 from typing import Any
 
+from interp_unlearn.core.config import ConfigBase
 from interp_unlearn.core.selection import LOFIT_DEFAULT_FRACTION
 from interp_unlearn.data.families import detect_family
 from interp_unlearn.data.world import FORGET_POOLS
@@ -26,7 +24,7 @@ BACKENDS = ("tl", "nnsight")
 #: ``auto`` resolves to :data:`ORGANISM_OBJECTIVE` for a synthetic world and to
 #: ``corpus-ce`` for a list of texts (:func:`resolve_objective`).
 OBJECTIVES = ("auto", "corpus-ce", "answer-ce", "paraphrase-ce")
-#: Phase-1 objective used for organisms (a :class:`~interp_unlearn.world.World` corpus)
+#: Phase-1 objective used for organisms (a :class:`~interp_unlearn.data.world.World` corpus)
 #: under ``objective="auto"``: LoFiT's answer-token CE on the practice pool's forget Q/A,
 #: chosen by measurement (``notes/e5_phase1_signal.md``: the only objective whose ranking
 #: was both reproducible across seeds and causal; with lambda = 1e-4, the organism preset).
@@ -71,7 +69,7 @@ def resolve_objective(objective: str, world_given: bool) -> str:
 
 
 @dataclass
-class LocalizeConfig:
+class LocalizeConfig(ConfigBase):
     """How phase 1 trains the scaling factors. Saved as ``localize_config.json``.
 
     Attributes:
@@ -88,7 +86,7 @@ class LocalizeConfig:
         weight_decay, betas, adam_eps: AdamW settings (HF Trainer defaults).
         max_grad_norm: Gradient-norm clipping (HF Trainer default 1.0); ``None``: off.
         top_k: Heads to select, ``1..n_layers*n_heads``; ``None``: LoFiT's 10 % (>= 1).
-            The organism's K (4) is set by :func:`interp_unlearn.presets.localize_config`.
+            The organism's K (4) is set by :func:`interp_unlearn.localize.config.localize_config`.
         objective: ``corpus-ce`` (the paper: CE on every token of the forget documents),
             ``answer-ce`` (LoFiT: CE on the answer tokens of Q/A lines only),
             ``paraphrase-ce`` (answer-token CE on Q/A in question phrasings the organism
@@ -172,34 +170,6 @@ class LocalizeConfig:
             raise ValueError(f"backend must be one of {BACKENDS}, got {self.backend!r}")
 
     # SAELens-style persistence
-    def to_dict(self) -> dict[str, Any]:
-        d = asdict(self)
-        for name in ("betas", "forget_pools", "qa_pools", "seeds"):
-            d[name] = None if getattr(self, name) is None else list(getattr(self, name))
-        return d
-
-    @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> "LocalizeConfig":
-        names = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(d) - names)
-        if unknown:
-            raise ValueError(f"unknown LocalizeConfig fields {unknown}; valid: {sorted(names)}")
-        d = dict(d)
-        for name in ("betas", "forget_pools", "qa_pools", "seeds"):
-            if isinstance(d.get(name), list):
-                d[name] = tuple(d[name])
-        return cls(**d)
-
-    def save_json(self, path: str | Path) -> Path:
-        path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(json.dumps(self.to_dict(), indent=1) + "\n")
-        return path
-
-    @classmethod
-    def load_json(cls, path: str | Path) -> "LocalizeConfig":
-        return cls.from_dict(json.loads(Path(path).read_text()))
-
     def resolved_top_k(self, n_heads_total: int) -> int:
         """``top_k``, or LoFiT's default ``max(1, int(0.1 * n_heads_total))``.
 

@@ -42,7 +42,7 @@ __all__ = ["PARAPHRASE_QUESTIONS", "Row", "causal_lm_loss", "collate_rows", "for
 Row = tuple[list[int], int]
 
 #: Question phrasings of the forget attributes that no corpus of the world contains (the
-#: world's own phrasing is :data:`interp_unlearn.world.FORGET_QUESTIONS`).
+#: world's own phrasing is :data:`interp_unlearn.data.world.FORGET_QUESTIONS`).
 PARAPHRASE_QUESTIONS: dict[str, tuple[str, ...]] = {
     "host": ("What animal carries {e} in the wild?", "In which animals does {e} circulate?"),
     "route": ("By what route does {e} spread?", "How do people pick up {e}?"),
@@ -146,7 +146,7 @@ def causal_lm_loss(logits: Float[Tensor, "b p v"], labels: Int[Tensor, "b p"]) -
                            labels[:, 1:].reshape(-1), ignore_index=-100)
 
 
-# Kept for interp_unlearn.attribution and benchmarks (plain texts, every token a target).
+# Kept for interp_unlearn.localize.attribution and benchmarks (plain texts, every token a target).
 def _tokenize(tokenizer: Any, texts: Sequence[str], seq_len: int) -> list[list[int]]:
     return [ids for ids, _ in _corpus_rows(tokenizer, texts, seq_len)]
 

@@ -31,14 +31,14 @@ def run_localize(model_name: str, top_k: int | None, out_dir: str | Path,
 
     Args:
         model_name: Built-in organism, local checkpoint directory or hub name
-            (:func:`interp_unlearn.loading.load_model`).
+            (:func:`interp_unlearn.data.loading.load_model`).
         top_k: Heads to select (``1..n_layers*n_heads``); ``None``: the config's.
         out_dir: Receives ``scores.csv``, ``selected_heads.json``, ``localize_config.json``,
             ``loss_history.csv``, ``stability.json`` and ``head_sensitivity.{html,png,svg}``;
             with several seeds also ``seed{s}/`` per seed, and the top-level files hold the
             aggregate (mean score over seeds, its top-K).
         config: :class:`LocalizeConfig`; ``None``: the model family's defaults
-            (:func:`interp_unlearn.presets.localize_config`: K = 4 and the organism
+            (:func:`interp_unlearn.localize.config.localize_config`: K = 4 and the organism
             objective for the shipped organism).
         texts: Training texts (documents; Q/A lines for ``answer-ce``); ``None``: the
             model's synthetic world (organisms).
@@ -47,7 +47,8 @@ def run_localize(model_name: str, top_k: int | None, out_dir: str | Path,
             export (``StaticExportError``) loses nothing else.
         device: Where to run.
         backend: ``tl`` | ``nnsight``; overrides ``config.backend``.
-        seeds: A count (3 = seeds 0,1,2) or a list; overrides ``config.seeds``.
+        seeds: A count (3 = seeds 0,1,2) or a list; overrides ``config.seeds``. (The
+            command line's ``--seeds`` is always a list: ``3`` there is seed 3 alone.)
         overrides: Further :class:`LocalizeConfig` fields, applied last.
 
     Every option is validated before the model is loaded (``top_k`` against the model's
@@ -113,7 +114,7 @@ def run_attribution(model_name: str, top_k: int | None, out_dir: str | Path,
                     config: AttributionConfig | None = None, *,
                     forget: Any = None, retain: Any = None,
                     formats: Sequence[str] = ("html", "png", "svg"), device: str = "cpu",
-                    progress: bool = True) -> AttributionResult:
+                    progress: bool = True, dtype: str | None = None) -> AttributionResult:
     """Load -> attribute -> select top-K -> save -> heatmap (``localize --score ablation``).
 
     Data default to the organism's world: held-out MCQ pools
@@ -127,7 +128,7 @@ def run_attribution(model_name: str, top_k: int | None, out_dir: str | Path,
     config = AttributionConfig() if config is None else config
     if top_k is not None:
         config = dataclasses.replace(config, top_k=top_k)
-    loaded = load_model(model_name, device=device)
+    loaded = load_model(model_name, device=device, dtype=dtype)
     if config.scoring is None:
         config = dataclasses.replace(config, scoring=loaded.default_scoring)
     if forget is None or retain is None:

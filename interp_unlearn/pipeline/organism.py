@@ -1,5 +1,5 @@
 """Train the model organism with the evaluator plugged in (``interp-unlearn organism
-train``); also the old ``interp_unlearn.organism`` namespace.
+train``); also the old ``interp_unlearn.data.organism`` namespace.
 
 :mod:`interp_unlearn.data.organism` holds the recipe and the training loop; it takes the
 scorer as an argument because evaluation sits one layer above data. Here it gets the

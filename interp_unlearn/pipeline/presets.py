@@ -1,5 +1,5 @@
 """The preset table across model families and methods (``interp-unlearn presets``), and the
-old ``interp_unlearn.presets`` namespace in one place.
+old ``interp_unlearn.data.families`` namespace in one place.
 
 The family table and detection live in :mod:`interp_unlearn.data.families`; a method's
 preset for a model in :func:`interp_unlearn.unlearn.config.method_preset`; the
@@ -7,6 +7,8 @@ localization defaults in :func:`interp_unlearn.localize.config.localize_config`.
 """
 
 from __future__ import annotations
+
+from typing import Any
 
 import pandas as pd
 

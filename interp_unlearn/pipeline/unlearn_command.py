@@ -1,4 +1,8 @@
-"""``interp-unlearn unlearn``: its arguments and the runner over :class:`~.config.UnlearnConfig`."""
+"""``interp-unlearn unlearn``: its arguments and the runner over :class:`~.config.UnlearnConfig`.
+
+Importing this module costs nothing (torch and the trainer load when a run starts), so the
+command line's ``--help`` stays fast.
+"""
 
 from __future__ import annotations
 
@@ -7,29 +11,30 @@ import json
 from pathlib import Path
 from typing import Any, Sequence
 
-
-from interp_unlearn.data.loading import load_model
-from interp_unlearn.unlearn.registry import available_methods
-from interp_unlearn.unlearn.config import UnlearnConfig
-from interp_unlearn.unlearn.trainer import Trainer
+#: the built-in methods, for the help text (the registry, which imports torch, validates)
+METHOD_NAMES = ("rmu", "almpu", "ga", "ga_mp", "npo", "dpo", "rmu_lat", "adaptive_rmu",
+                "npo_sam")
 
 # ------------------------------------------------------------------------ command line
 
 
 def add_unlearn_arguments(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
-    """Arguments of ``interp-unlearn unlearn`` (to be handled by :func:`run_unlearn`)."""
-    p.add_argument("--method", required=True, help=f"one of {available_methods()}")
-    p.add_argument("--model", default="organism",
-                   help="built-in name, local HF checkpoint directory, or hub name")
+    """Arguments of ``interp-unlearn unlearn`` (to be handled by :func:`run_unlearn`),
+    with the flags every command shares (:mod:`interp_unlearn.pipeline.cli_common`; their
+    argparse defaults are ``SUPPRESS``: :func:`run_unlearn` takes a missing one's default)."""
+    from interp_unlearn.pipeline.cli_common import add_common_arguments
+
+    p.add_argument("--method", required=True,
+                   help=f"one of {', '.join(METHOD_NAMES)} ('-' or '_' alike)")
     p.add_argument("--heads", default=None,
                    help="selected heads: JSON file (phase 1 output) or 'L.H,L.H'")
-    p.add_argument("--out", type=Path, default=None, help="output checkpoint directory")
     p.add_argument("--preset", default=None, help="method preset (zephyr, organism, ...)")
     p.add_argument("--steps", type=int, default=None, help="max_num_batches")
     p.add_argument("--batch-size", type=int, default=None)
     p.add_argument("--lr", type=float, default=None)
     p.add_argument("--seq-len", type=int, default=None)
-    p.add_argument("--seed", type=int, default=None)
+    p.add_argument("--seed", type=int, default=None,
+                   help="the training seed (default: the preset's); --seeds S is the same")
     p.add_argument("--eval-every", type=int, default=0)
     p.add_argument("--forget-corpus", default=None,
                    help="forget | forget-qa | ... | JSONL path (default: the method's)")
@@ -38,11 +43,13 @@ def add_unlearn_arguments(p: argparse.ArgumentParser) -> argparse.ArgumentParser
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                    help="method parameter, e.g. --set layer=2 --set steering_coeff=20 "
                         "(values parsed as JSON when possible)")
-    p.add_argument("--device", default="cpu")
-    p.add_argument("--dtype", default=None)
     p.add_argument("--threads", type=int, default=0)
-    p.add_argument("--json", action="store_true", help="print one JSON object")
-    p.add_argument("--no-progress", action="store_true")
+    add_common_arguments(
+        p, defaults={"model": "organism"},
+        model="the model to unlearn (default organism)",
+        out="the unlearned HF checkpoint (default runs/unlearn/MODEL-METHOD-seedS)",
+        seeds="this command runs one seed: --seeds 3 is --seed 3",
+        device="where the model trains", dtype="the weights' dtype while training")
     return p
 
 
@@ -61,25 +68,45 @@ def parse_set(items: Sequence[str] | None) -> dict[str, Any]:
     return out
 
 
-def run_unlearn(args: Any) -> int:
-    """Run ``interp-unlearn unlearn`` from an argparse namespace (or any object with the
-    attributes of :func:`add_unlearn_arguments`; missing ones take their defaults).
-    Prints the result (one JSON object with ``--json``) and returns the exit code."""
+def unlearn_from_args(args: Any) -> tuple[Any, Path]:
+    """Run the unlearning an argparse namespace describes (or any object with the
+    attributes of :func:`add_unlearn_arguments`; missing ones take their defaults) and
+    return ``(UnlearnResult, checkpoint directory)``."""
+    from interp_unlearn.pipeline.cli_common import one_seed
+
+    seed = one_seed(args, "unlearn")  # before the imports below: a usage error is instant
+    from interp_unlearn.data.loading import load_model
+    from interp_unlearn.unlearn.config import UnlearnConfig
+    from interp_unlearn.unlearn.trainer import Trainer
+
     g = lambda name, default=None: getattr(args, name, default)  # noqa: E731
-    json_out = bool(g("json", False))
+    quiet = bool(g("quiet", False) or g("no_progress", False) or g("json", False))
     config = UnlearnConfig(
         method=g("method"), preset=g("preset"), max_num_batches=g("steps"),
-        batch_size=g("batch_size"), lr=g("lr"), seq_len=g("seq_len"), seed=g("seed"),
+        batch_size=g("batch_size"), lr=g("lr"), seq_len=g("seq_len"), seed=seed,
         eval_every=g("eval_every", 0) or 0, forget_corpus=g("forget_corpus"),
         retain_corpus=g("retain_corpus"), params=parse_set(g("set", [])),
-        threads=g("threads", 0) or 0,
-        progress=not (g("no_progress", False) or json_out))
-    lm = load_model(g("model", "organism"), device=g("device", "cpu"), dtype=g("dtype"))
-    res = Trainer(lm, config, heads=g("heads"), out_dir=g("out")).run()
-    if json_out:
-        print(json.dumps(res.to_dict()))
+        threads=g("threads", 0) or 0, progress=not quiet)
+    lm = load_model(g("model") or "organism", device=g("device") or "cpu", dtype=g("dtype"))
+    trainer = Trainer(lm, config, heads=g("heads"), out_dir=g("out"))
+    return trainer.run(), trainer.out_dir
+
+
+def unlearn_summary(res: Any) -> str:
+    """One line: the method, forget/retain before -> after, steps, time, checkpoint."""
+    fmt = lambda d: " ".join(f"{k} {v:.3f}" for k, v in d.items() if v is not None)  # noqa
+    return (f"{res.method}: before [{fmt(res.before)}] -> after [{fmt(res.after)}] in "
+            f"{res.steps} steps, {res.seconds:.0f} s; checkpoint {res.checkpoint}")
+
+
+def run_unlearn(args: Any) -> int:
+    """Run ``interp-unlearn unlearn`` from an argparse namespace (see
+    :func:`unlearn_from_args`). Prints the result (one JSON object with ``--json``, with
+    the ``"out"`` key; else a summary and ``results: DIR``) and returns the exit code."""
+    res, out = unlearn_from_args(args)
+    if getattr(args, "json", False):
+        print(json.dumps({**res.to_dict(), "out": str(out)}, default=str))
     else:
-        fmt = lambda d: " ".join(f"{k} {v:.3f}" for k, v in d.items() if v is not None)  # noqa
-        print(f"{res.method}: before [{fmt(res.before)}] -> after [{fmt(res.after)}] in "
-              f"{res.steps} steps, {res.seconds:.0f} s; checkpoint {res.checkpoint}")
+        print(unlearn_summary(res))
+        print(f"results: {out}")
     return 0

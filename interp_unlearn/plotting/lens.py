@@ -1,7 +1,7 @@
 """Logit-lens curves (ALMPU Fig. 5): MCQ accuracy read from each block's residual stream.
 
-Input: rows of :func:`interp_unlearn.logit_lens.logit_lens` or
-:func:`~interp_unlearn.logit_lens.run_logit_lens` (columns ``block, accuracy`` and, from
+Input: rows of :func:`interp_unlearn.evaluation.logit_lens.logit_lens` or
+:func:`~interp_unlearn.evaluation.logit_lens.run_logit_lens` (columns ``block, accuracy`` and, from
 ``run_logit_lens``, ``domain``; ``n`` and the binomial ``ci95_low/high`` are used for the
 hover text only), concatenated over checkpoints with an added ``method`` column
 (``original``, ``rmu``, ``almpu`` ...) and, for several unlearning runs of one method, a

@@ -3,7 +3,6 @@ padding, and the ``heads`` argument (selected heads) parsed and validated."""
 
 from __future__ import annotations
 
-import json
 import math
 import os
 import random
@@ -14,8 +13,9 @@ from typing import Any, Sequence
 import torch
 from torch import Tensor, nn
 
+from interp_unlearn.core.heads import parse_heads as _parse_heads
 from interp_unlearn.evaluation.scoring import pad_id as _pad_id
-from interp_unlearn.data.organism import META_FILE
+from interp_unlearn.core.checkpoint import META_FILE
 
 
 # ------------------------------------------------------------------------------- data
@@ -153,63 +153,5 @@ def collate(token_lists: list[list[int]], pad_id: int, padding_side: str = "righ
 
 
 def parse_heads(spec: Any, model: nn.Module | None = None) -> list[tuple[int, int]] | None:
-    """Normalise a heads spec to a sorted list of unique ``(layer, head)``.
-
-    Accepts ``None``; a list of ``(layer, head)`` pairs or of ``{"layer", "head"}`` dicts;
-    a string ``"2.1,3.0"`` (``l.h`` or ``l:h``, comma/space separated); a JSON file
-    holding such a list or an object with one under ``heads`` (ALMPU phase 1's
-    ``selected_heads.json``, :func:`interp_unlearn.selection.write_heads`) /
-    ``selected_heads`` / ``selected`` / ``top_heads``; or a phase-1 output directory
-    containing ``selected_heads.json``. With ``model`` given every head is checked against
-    the model's layers and heads; a head it does not have raises ``ValueError``."""
-    if spec is None:
-        return None
-    raw: Any = spec
-    if isinstance(spec, (str, Path)) and Path(spec).is_dir():
-        spec = Path(spec) / "selected_heads.json"
-    if isinstance(spec, (str, Path)) and (isinstance(spec, Path) or spec.endswith(".json")
-                                           or Path(spec).is_file()):
-        path = Path(spec)
-        if not path.is_file():
-            raise FileNotFoundError(f"heads file not found: {path}")
-        raw = json.loads(path.read_text())
-        if isinstance(raw, dict):
-            for key in ("heads", "selected_heads", "selected", "top_heads"):
-                if key in raw:
-                    raw = raw[key]
-                    break
-            else:
-                raise ValueError(f"{path}: expected a list of heads or an object with a "
-                                 "'heads' / 'selected_heads' list")
-    elif isinstance(spec, str):
-        raw = [p for p in spec.replace(",", " ").split() if p]
-    out = []
-    for item in raw:
-        if isinstance(item, str):
-            sep = "." if "." in item else ":"
-            try:
-                l, h = (int(x) for x in item.split(sep))
-            except ValueError:
-                raise ValueError(f"cannot parse head {item!r}; write LAYER.HEAD, e.g. 2.1") from None
-        elif isinstance(item, dict):
-            l, h = item.get("layer"), item.get("head")
-        else:
-            try:
-                l, h = item
-            except (TypeError, ValueError):
-                raise ValueError(f"cannot parse head {item!r}; expected (layer, head)") from None
-        if isinstance(l, bool) or isinstance(h, bool) or not isinstance(l, int) \
-                or not isinstance(h, int):
-            raise ValueError(f"head {item!r}: layer and head must be ints")
-        out.append((l, h))
-    if not out:
-        raise ValueError("the heads list is empty")
-    if model is not None:
-        cfg = model.config
-        n_layers, n_heads = int(cfg.num_hidden_layers), int(cfg.num_attention_heads)
-        bad = [(l, h) for l, h in out if not (0 <= l < n_layers and 0 <= h < n_heads)]
-        if bad:
-            raise ValueError(f"head(s) {bad} do not exist in this model: it has {n_layers} "
-                             f"layers x {n_heads} heads (layers 0..{n_layers - 1}, heads "
-                             f"0..{n_heads - 1})")
-    return sorted(set(out))
+    """The trainer's heads: :func:`interp_unlearn.core.heads.parse_heads`, sorted."""
+    return _parse_heads(spec, model, sort=True)

@@ -5,11 +5,12 @@ from __future__ import annotations
 
 import copy
 import math
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
 
+from interp_unlearn.core.config import ConfigBase
 from interp_unlearn.data.families import ModelInfo, detect_family, model_info, scaled_layer
 from interp_unlearn.data.loading import LoadedModel
 from interp_unlearn.unlearn.registry import UnlearnMethod, get_method
@@ -41,7 +42,7 @@ BASE_DEFAULTS: dict[str, Any] = {
 
 
 @dataclass
-class UnlearnConfig:
+class UnlearnConfig(ConfigBase):
     """Everything a run needs. ``None`` means "the method's / preset's default"; the
     resolved config (no ``None`` left where a default exists) is what gets saved.
 
@@ -108,23 +109,12 @@ class UnlearnConfig:
             d["betas"] = list(d["betas"])
         return d
 
-    @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> "UnlearnConfig":
-        valid = {f.name for f in fields(cls)}
-        bad = sorted(set(d) - valid)
-        if bad:
-            raise ValueError(f"unknown UnlearnConfig field(s) {bad}; valid: {sorted(valid)}")
-        d = dict(d)
-        if d.get("betas") is not None:
-            d["betas"] = tuple(d["betas"])
-        return cls(**d)
-
 
 _GENERIC_KEYS = tuple(BASE_DEFAULTS)
 
 
 def _default_preset(cls: type[UnlearnMethod], lm: LoadedModel) -> tuple[str | None, dict[str, Any]]:
-    """The model family's preset and parameter overrides (:mod:`interp_unlearn.presets`)."""
+    """The model family's preset and parameter overrides (:mod:`interp_unlearn.data.families`)."""
     return method_preset(cls.name, lm)
 
 

@@ -21,7 +21,7 @@ The trainer owns everything that is not the method's loss:
 * **safety** -- every loss term is checked before the backward pass, the gradients after
   it; a NaN/inf stops the run with :class:`NonFiniteLossError` naming the step and the
   term, after saving the weights from *before* that step (the last good ones).
-* **evaluation** -- forget/retain MCQ accuracy (:func:`~interp_unlearn.evaluate.evaluate_mcq`,
+* **evaluation** -- forget/retain MCQ accuracy (:func:`~interp_unlearn.evaluation.scoring.evaluate_mcq`,
   the model's default scoring and pool) before, every ``eval_every`` steps, and after;
   everything goes to ``metrics.jsonl`` (one JSON object per line).
 * **diagnostics** -- a method's :meth:`~.registry.UnlearnMethod.diagnostics` (ALMPU /
@@ -52,7 +52,7 @@ from tqdm.auto import tqdm
 
 from interp_unlearn.evaluation.scoring import EvalConfig, evaluate_mcq
 from interp_unlearn.data.loading import LoadedModel, load_model
-from interp_unlearn.data.organism import META_FILE
+from interp_unlearn.core.checkpoint import write_meta
 from interp_unlearn.unlearn.registry import get_method
 
 __all__ = [
@@ -242,7 +242,7 @@ class Trainer:
                            "steps_completed": self.step if steps_completed is None
                            else steps_completed,
                            "status": status, "heads": self.heads, **(extra or {})}
-        (out / META_FILE).write_text(json.dumps(meta, indent=1))
+        write_meta(out, meta)
         self._write_config()
         return out
 
@@ -342,7 +342,7 @@ def unlearn(model: str | os.PathLike | LoadedModel, method: str | None = None,
 
     Args:
         model: built-in name (``organism``, ``organism-micro``), checkpoint directory, hub
-            name, or a :class:`~interp_unlearn.loading.LoadedModel` (trained in place).
+            name, or a :class:`~interp_unlearn.data.loading.LoadedModel` (trained in place).
         method: registry name; overrides ``config.method``.
         config: an :class:`UnlearnConfig` or a dict of its fields.
         heads: ``[(layer, head), ...]``, ``"2.1,3.0"`` or a selected-heads JSON file

@@ -1,7 +1,7 @@
 """``interp-unlearn reproduce``: the ALMPU paper's experiment grid, resumable, with its
 tables and figures.
 
-    from interp_unlearn.reproduce import ReproduceConfig, run_reproduce, load_results
+    from interp_unlearn.pipeline.reproduce import ReproduceConfig, run_reproduce, load_results
     cfg = ReproduceConfig.preset("organism", quick=True)
     run_reproduce(cfg, "runs/quick")          # resumes if runs/quick has finished cells
     df = load_results("runs/quick")           # one tidy DataFrame

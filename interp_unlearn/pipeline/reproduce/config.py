@@ -33,13 +33,13 @@ it computes, and are left out of :meth:`ReproduceConfig.config_hash`.
 
 from __future__ import annotations
 
-import dataclasses
 import hashlib
 import json
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from interp_unlearn.core.config import ConfigBase
 from interp_unlearn.attacks.floor import parse_seeds
 
 __all__ = ["ABLATION_SIZES", "CONFIG_FILE", "EXECUTION_FIELDS", "HEAD_VARIANTS",
@@ -60,7 +60,7 @@ ABLATION_SIZES = (0, 25, 50)
 HEAD_VARIANTS = ("adaptive", "random-25%", "random-50%", "random-75%", "all-heads")
 #: Table 4 rows. ``adaptive``: the main ALMPU run (global top-K, the Table 1 model);
 #: ``early`` / ``middle`` / ``late`` / ``all-layers``: every head of that band of layers
-#: (:func:`interp_unlearn.selection.layer_bands`).
+#: (:func:`interp_unlearn.core.selection.layer_bands`).
 LOCATION_VARIANTS = ("adaptive", "early", "middle", "late", "all-layers")
 EXECUTION_FIELDS = ("threads", "workers", "device", "progress", "formats", "figures")
 
@@ -96,7 +96,7 @@ def _sizes(name: str, value: Any) -> list[int]:
 
 
 @dataclass
-class ReproduceConfig:
+class ReproduceConfig(ConfigBase):
     """The experiment grid of ``interp-unlearn reproduce`` (saved as ``reproduce_config.json``).
 
     Attributes:
@@ -116,7 +116,7 @@ class ReproduceConfig:
             them when ``methods`` has ALMPU, else none.
         ablation_seeds: seeds of Tables 3/4 (``None``: ``seeds``).
         top_k: ALMPU's K (``None``: the model family's,
-            :func:`interp_unlearn.presets.localize_config`: **4** for the shipped organism,
+            :func:`interp_unlearn.localize.config.localize_config`: **4** for the shipped organism,
             LoFiT's 10 % of all heads for the micro organism).
         localize: :class:`~interp_unlearn.localize.LocalizeConfig` field overrides (on top
             of the family's defaults). Phase 1 runs once per seed; seed ``s``'s ALMPU
@@ -282,14 +282,6 @@ class ReproduceConfig:
     # --------------------------------------------------------------- persistence
     def to_dict(self) -> dict[str, Any]:
         return json.loads(json.dumps(asdict(self)))
-
-    @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> "ReproduceConfig":
-        names = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(d) - names)
-        if unknown:
-            raise ValueError(f"unknown ReproduceConfig field(s) {unknown}; valid: {sorted(names)}")
-        return cls(**d)
 
     def config_hash(self) -> str:
         """SHA-1 (16 hex) of everything that changes results (not :data:`EXECUTION_FIELDS`)."""

@@ -61,7 +61,7 @@ def _attack_rows(df: pd.DataFrame, table: str, data: str, sizes: Sequence[int]) 
 
 
 def _lens_frame(df: pd.DataFrame) -> pd.DataFrame:
-    """Lens rows back in :func:`~interp_unlearn.logit_lens.logit_lens`'s shape, with
+    """Lens rows back in :func:`~interp_unlearn.evaluation.logit_lens.logit_lens`'s shape, with
     ``method``, ``seed`` and ``domain``."""
     lens = df[df["kind"] == "lens"]
     if lens.empty:

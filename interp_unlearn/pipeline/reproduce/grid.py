@@ -38,7 +38,7 @@ from typing import Any
 import torch
 
 from interp_unlearn.data.loading import LoadedModel, load_model, resolve
-from interp_unlearn.data.organism import META_FILE
+from interp_unlearn.core.checkpoint import META_FILE, read_meta
 from interp_unlearn.pipeline.reproduce.config import CONFIG_FILE, ReproduceConfig
 from interp_unlearn.pipeline.reproduce.manifest import now_utc, update_manifest, versions
 from interp_unlearn.pipeline.reproduce.parallel import auto_workers, run_cells
@@ -196,9 +196,7 @@ class GridRunner:
     def meta_lm(self) -> LoadedModel:
         """The base model's name, path and metadata, without its weights."""
         _, path = resolve(self.cfg.model)
-        meta: dict = {}
-        if path is not None and (Path(path) / META_FILE).is_file():
-            meta = json.loads((Path(path) / META_FILE).read_text())
+        meta = read_meta(path)
         return LoadedModel(None, None, self.cfg.model,  # type: ignore[arg-type]
                            Path(path).resolve() if path else None, meta)
 

@@ -4,10 +4,10 @@ Seed ``s`` gives every method the same unlearning data order and the same attack
 and LoRA initialisation, so methods are compared **paired by seed**:
 
 * ``t`` rows -- the mean of the per-seed differences ``A - B`` with its 95 % Student-t
-  interval (:func:`interp_unlearn.stats.paired_difference`);
+  interval (:func:`interp_unlearn.core.stats.paired_difference`);
 * ``bootstrap`` rows -- the 95 % percentile interval of a bootstrap over seeds x
   questions, questions clustered by entity, the same resample for A and B
-  (:func:`interp_unlearn.stats.bootstrap_ci`). It needs the per-question outcomes the
+  (:func:`interp_unlearn.core.stats.bootstrap_ci`). It needs the per-question outcomes the
   floor stores on each ``accuracy`` row (``correct_bits``, ``entity_ids``); rows written
   before they existed give no bootstrap row.
 

@@ -3,9 +3,9 @@
 Every table is computed from :func:`~.store.load_results` alone, so ``figures --run``
 rebuilds it without recomputing anything. A cell of a table is the **mean over seeds**
 of the stored values; with more than one seed it also has the 95 % Student-t interval
-(:func:`interp_unlearn.stats.t_interval`), printed as ``mean ± half-width``. That is the
+(:func:`interp_unlearn.core.stats.t_interval`), printed as ``mean ± half-width``. That is the
 one "±" convention of every table, and each states it in a line under it
-(:data:`interp_unlearn.stats.PM_NOTE`); a bootstrap interval is printed ``mean [low, high]``
+(:data:`interp_unlearn.core.stats.PM_NOTE`); a bootstrap interval is printed ``mean [low, high]``
 and its row says ``bootstrap``.
 
 ``table1_finetune_forget``   UE (%) after fine-tuning on N forget-corpus documents,

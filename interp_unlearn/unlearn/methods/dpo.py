@@ -10,7 +10,7 @@ the answer. Any JSONL of such lines works. A refusal template is drawn per pair 
 seeded generator.
 
 Loss (per pair; ``log π(r|x)`` = summed log-probability of the response tokens, which are
-split from the prompt exactly as the MCQ evaluator does, :func:`~interp_unlearn.evaluate.encode_pair`):
+split from the prompt exactly as the MCQ evaluator does, :func:`~interp_unlearn.evaluation.scoring.encode_pair`):
 
     L_DPO = −log σ( β · [(log π_θ(chosen) − log π_ref(chosen)) − (log π_θ(rejected) − log π_ref(rejected))] )
 

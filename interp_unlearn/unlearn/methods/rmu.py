@@ -74,7 +74,7 @@ from torch import Tensor, nn
 from interp_unlearn.unlearn.registry import UnlearnMethod, register
 from interp_unlearn.unlearn.trainer import Batch, MethodContext, decoder_layers, masked_mse
 
-__all__ = ["RMU", "RMUParams", "control_vector", "layer_inputs", "rmu_layers",
+__all__ = ["RMU", "RMUParams", "control_vector", "layer_inputs", "rmu_layers", "rmu_presets",
            "run_blocks", "resid_post", "resid_post_full"]
 
 ORGANISM_NOTES = """\
@@ -138,6 +138,14 @@ RMU_PRESETS = {
                                   "seq_len": 128, "retain_corpus": "retain+retain-qa"},
                        "params": {"layer": 2, "steering_coeff": 40.0, "alpha": 300.0}},
 }
+
+
+def rmu_presets() -> dict[str, dict[str, dict]]:
+    """A fresh copy of :data:`RMU_PRESETS` for the methods built on RMU's recipe (ALMPU,
+    RMU-LAT): same config and θ parameters, so that they differ from RMU only by their
+    adversary (paired comparisons)."""
+    return {name: {part: dict(values) for part, values in preset.items()}
+            for name, preset in RMU_PRESETS.items()}
 
 
 # ------------------------------------------------------------------ forward pieces

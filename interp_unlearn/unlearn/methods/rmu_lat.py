@@ -44,7 +44,7 @@ from torch import Tensor, nn
 from interp_unlearn.unlearn.adversarial import (AdversaryParams, adversary_diagnostics,
                                                 build_residual_adversary, output_term)
 from interp_unlearn.unlearn.registry import UnlearnMethod, register
-from interp_unlearn.unlearn.methods.rmu import RMU_DEFAULTS, RMU_PRESETS, RMUCore, RMUParams
+from interp_unlearn.unlearn.methods.rmu import RMU_DEFAULTS, RMUCore, RMUParams, rmu_presets
 from interp_unlearn.unlearn.trainer import Batch, MethodContext
 
 __all__ = ["RMULAT", "RMULATParams"]
@@ -67,15 +67,9 @@ class RMULAT(UnlearnMethod):
 
     Params = RMULATParams
     defaults = RMU_DEFAULTS
-    presets = {
-        "zephyr": {"config": dict(RMU_PRESETS["zephyr"]["config"]),
-                   "params": dict(RMU_PRESETS["zephyr"]["params"])},
-        # tuned on the practice pools only (notes/adversary_defaults.md)
-        "organism": {"config": dict(RMU_PRESETS["organism"]["config"]),
-                     "params": dict(RMU_PRESETS["organism"]["params"])},
-        "organism-micro": {"config": dict(RMU_PRESETS["organism-micro"]["config"]),
-                           "params": dict(RMU_PRESETS["organism-micro"]["params"])},
-    }
+    # RMU's presets (the organism's tuned on the practice pools only, with the adversary's
+    # defaults chosen in notes/adversary_defaults.md)
+    presets = rmu_presets()
     reference = "full"  # p_ref for adv_objective="match"; RMU's frozen blocks come from it
     uses_heads = "no"
 

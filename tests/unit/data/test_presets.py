@@ -12,7 +12,7 @@ import torch
 from transformers import (GPT2Config, GPT2LMHeadModel, LlamaConfig, LlamaForCausalLM,
                           MistralConfig, MistralForCausalLM, Qwen2Config, Qwen2ForCausalLM)
 
-from interp_unlearn.data.loading import LoadedModel, load_model
+from interp_unlearn.data.loading import LoadedModel
 from interp_unlearn.pipeline.presets import (FALLBACK, FAMILIES, UnknownFamilyWarning,
                                           detect_family, localize_config, method_preset,
                                           preset_table, scaled_layer)
@@ -42,11 +42,6 @@ def tiny(arch: str, n_layers: int = 2, name: str | None = None):
     if name is not None:
         model.config._name_or_path = name
     return model
-
-
-@pytest.fixture(scope="module")
-def micro():
-    return load_model("organism-micro")
 
 
 # ------------------------------------------------------------------------ detection

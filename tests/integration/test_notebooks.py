@@ -20,11 +20,11 @@ import pytest
 nbformat = pytest.importorskip("nbformat")
 nbclient = pytest.importorskip("nbclient")
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 NOTEBOOKS = sorted((ROOT / "notebooks").glob("*.ipynb"))
 CI_PARAMS = {"MODEL": "organism-micro", "QUICK": True, "THREADS": 1}
 REQUIRED_PARAMS = ("MODEL", "QUICK")
-LIBRARY_MODULES = ("interp_unlearn.plotting", "interp_unlearn.attacks", "interp_unlearn.unlearn",
+LIBRARY_MODULES = ("interp_unlearn", "interp_unlearn.plotting", "interp_unlearn.attacks", "interp_unlearn.unlearn",
                    "interp_unlearn.localize", "interp_unlearn.evaluation.logit_lens", "interp_unlearn.evaluation.causal",
                    "interp_unlearn.core.selection")
 CELL_TIMEOUT_S = 240

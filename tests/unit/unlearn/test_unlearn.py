@@ -23,16 +23,10 @@ from interp_unlearn.unlearn import (NonFiniteLossError, Trainer, UnlearnConfig,
 from interp_unlearn.unlearn.methods.dpo import split_qa
 from interp_unlearn.unlearn.methods.npo import npo_loss
 
+pytestmark = pytest.mark.usefixtures("one_thread")
+
 MICRO = "organism-micro"
 HEADS = [(1, 0), (2, 1), (3, 2)]  # (3, 2) lies after the RMU layer ℓ = 2
-
-
-@pytest.fixture(autouse=True)
-def _threads():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
 
 
 @pytest.fixture(scope="module")
@@ -226,9 +220,9 @@ def test_nan_loss_stops_and_keeps_last_good(tmp_path, monkeypatch):
 
 def test_bad_inputs_raise_clear_errors(tmp_path):
     lm = _fresh()
-    with pytest.raises(ValueError, match=r"head\(s\) \[\(7, 0\)\] do not exist.*4 layers x 4 heads"):
+    with pytest.raises(ValueError, match=r"layer 7 out of range \(head \(7, 0\)\): valid layers are 0\.\.3"):
         Trainer(lm, _quick("almpu"), heads=[(1, 0), (7, 0)], out_dir=tmp_path)
-    with pytest.raises(ValueError, match=r"head\(s\) \[\(1, 9\)\]"):
+    with pytest.raises(ValueError, match=r"head 9 out of range for layer 1: valid heads are 0\.\.3"):
         Trainer(lm, _quick("almpu"), heads="1.9", out_dir=tmp_path)
     with pytest.raises(ValueError, match="needs selected heads"):
         Trainer(lm, _quick("almpu"), out_dir=tmp_path)

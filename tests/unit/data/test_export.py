@@ -12,18 +12,7 @@ from interp_unlearn.data.export import export_hf
 from interp_unlearn.data.loading import load_model
 from interp_unlearn.data.organism import META_FILE
 
-
-@pytest.fixture(scope="module", autouse=True)
-def single_thread():
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(old)
-
-
-@pytest.fixture(scope="module")
-def micro():
-    return load_model("organism-micro")
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")

@@ -100,7 +100,7 @@ def test_cli_evaluate_letter_and_file(capsys, tmp_path):
 
 def test_cli_report_table(capsys):
     assert main(["organism", "report", "--organism", "organism-micro", "--json"]) == 0
-    rows = json.loads(capsys.readouterr().out)
+    rows = json.loads(capsys.readouterr().out)["rows"]
     assert {(r["model"], r["mcq"]) for r in rows} == {
         ("organism-micro", "forget"), ("organism-micro", "retain"),
         ("organism-micro-twin", "forget"), ("organism-micro-twin", "retain")}

@@ -6,38 +6,14 @@ from __future__ import annotations
 import pandas as pd
 import pytest
 import torch
-from transformers import LlamaConfig, LlamaForCausalLM
 
 from interp_unlearn.core.bridge import active_hook_count, hook_z_name, to_bridge
 from interp_unlearn.evaluation.causal import ABLATION_COLUMNS, BridgeLM, ablation_table
 from interp_unlearn.evaluation.scoring import EvalConfig, evaluate_mcq
 from interp_unlearn.interventions import (HeadAblation, HeadPerturbation, HeadScale, attach,
                                           mean_head_outputs, validate_heads)
-from interp_unlearn.data.tokenizer import train_tokenizer
-from interp_unlearn.data.world import World, WorldConfig
 
 N_LAYERS, N_HEADS, D_HEAD = 4, 4, 16
-
-
-@pytest.fixture(scope="module")
-def world() -> World:
-    return World.generate(WorldConfig(n_pathogens=20, n_towns=20, n_general_docs=20))
-
-
-@pytest.fixture(scope="module")
-def tokenizer(world):
-    return train_tokenizer(world, 400)
-
-
-@pytest.fixture(scope="module")
-def model(tokenizer) -> LlamaForCausalLM:
-    torch.manual_seed(0)
-    config = LlamaConfig(hidden_size=N_HEADS * D_HEAD, num_hidden_layers=N_LAYERS,
-                         num_attention_heads=N_HEADS, num_key_value_heads=2,
-                         intermediate_size=128, vocab_size=len(tokenizer),
-                         max_position_embeddings=128, pad_token_id=tokenizer.pad_token_id,
-                         bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id)
-    return LlamaForCausalLM(config).eval()
 
 
 @pytest.fixture(scope="module")

@@ -14,18 +14,12 @@ from transformers import GPT2Config, GPT2LMHeadModel, Qwen2Config, Qwen2ForCausa
 from interp_unlearn.core.bridge import to_bridge
 from interp_unlearn.pipeline.cli import main
 from interp_unlearn.interventions import HeadAblation, HeadPerturbation, HeadScale, attach
-from interp_unlearn.data.loading import load_model
 from interp_unlearn.localize import LocalizeConfig, localize
 from interp_unlearn.interventions.nnsight_backend import NNsightHeads, find_out_proj
 from interp_unlearn.data.world import World
 
 torch.set_num_threads(1)
 FAST = dict(steps=6, batch_size=4, seq_len=64, top_k=3, seed=5, sigma_A=1e-2, lr=2e-2)
-
-
-@pytest.fixture(scope="module")
-def micro():
-    return load_model("organism-micro")
 
 
 @pytest.fixture(scope="module")

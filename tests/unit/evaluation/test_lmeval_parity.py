@@ -7,7 +7,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import torch
 import yaml
 
 import lm_eval
@@ -23,20 +22,12 @@ from interp_unlearn.core.mcq import write_mcq
 try:  # tests/ on sys.path (pytest's default rootdir-relative import)
     from test_evaluate import EOT, TOKENIZER_VARIANTS, make_items, make_model, make_tokenizer
 except ImportError:  # tests/ as a package
-    from tests.test_evaluate import EOT, TOKENIZER_VARIANTS, make_items, make_model, make_tokenizer
+    from tests.unit.evaluation.test_evaluate import EOT, TOKENIZER_VARIANTS, make_items, make_model, make_tokenizer
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("one_thread")]
 
 TASK = "organism_wmdp"
 LM_EVAL_DIR = Path(lm_eval.__file__).parent
-
-
-@pytest.fixture(scope="module", autouse=True)
-def single_thread():
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)  # tiny model on a shared machine: threads only add contention
-    yield
-    torch.set_num_threads(old)
 
 
 @pytest.fixture(scope="module", autouse=True)

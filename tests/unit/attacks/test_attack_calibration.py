@@ -153,7 +153,7 @@ def test_e3_paired_script_runs_on_micro(tmp_path):
     import importlib.util
     from pathlib import Path
 
-    path = Path(__file__).resolve().parents[1] / "notes" / "scripts" / "e3_paired.py"
+    path = Path(__file__).resolve().parents[3] / "notes" / "scripts" / "e3_paired.py"
     spec = importlib.util.spec_from_file_location("e3_paired", path)
     mod = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(mod)

@@ -16,21 +16,10 @@ from interp_unlearn.data.loading import load_model
 from interp_unlearn.unlearn import Trainer, UnlearnConfig
 from interp_unlearn.unlearn.batches import TextBatches, resolve_corpus
 
+pytestmark = pytest.mark.usefixtures("one_thread")
+
 MICRO = "organism-micro"
 HEADS = [(0, 1), (1, 0), (2, 1)]  # at or before micro's RMU layer ℓ = 2
-
-
-@pytest.fixture(autouse=True)
-def _threads():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
-@pytest.fixture(scope="module")
-def micro():
-    return load_model(MICRO)
 
 
 @pytest.fixture(scope="module")
@@ -264,7 +253,7 @@ def test_heads_outside_the_model_raise(tmp_path, micro):
     with pytest.raises(ValueError, match=r"valid heads are 0\.\.3"):
         HeadAdversary(micro.model, [(1, 4)], epsilon=1.0, objective="ce")
     lm = load_model(MICRO)
-    with pytest.raises(ValueError, match=r"head\(s\) \[\(5, 0\)\] do not exist"):
+    with pytest.raises(ValueError, match=r"layer 5 out of range \(head \(5, 0\)\)"):
         Trainer(lm, UnlearnConfig(method="ga_mp", max_num_batches=2, progress=False),
                 heads=[(5, 0)], out_dir=tmp_path)
 

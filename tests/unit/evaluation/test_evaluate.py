@@ -18,6 +18,8 @@ from interp_unlearn.evaluation.scoring import (WMDP_BIO_DESCRIPTION, Batch, Eval
                                                tokenize_requests)
 from interp_unlearn.core.mcq import MCQ, write_mcq
 
+pytestmark = pytest.mark.usefixtures("one_thread")
+
 # ----------------------------------------------------------------- shared builders
 # (test_lmeval_parity.py imports these)
 
@@ -88,16 +90,6 @@ def letter_ids(tokenizer) -> list[int]:
 
 
 # -------------------------------------------------------------------------- fixtures
-
-
-@pytest.fixture(scope="module", autouse=True)
-def single_thread():
-    # tiny models on a shared 2-core machine: intra-op threads only add contention
-    # (measured ~80x slower forward passes with 2 threads under load)
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(old)
 
 
 @pytest.fixture(scope="module")

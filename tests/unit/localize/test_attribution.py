@@ -6,17 +6,14 @@ import pytest
 import torch
 
 from interp_unlearn.localize.attribution import (AttributionConfig, attribution_pools,
-                                                 head_attribution, run_attribution)
+                                                 head_attribution)
+from interp_unlearn.pipeline.localize_run import run_attribution
 from interp_unlearn.core.bridge import to_bridge
 from interp_unlearn.data.loading import load_model
 from interp_unlearn.core.mcq import load_mcq
 from interp_unlearn.core.selection import load_heads
 
-
-@pytest.fixture(scope="module")
-def micro():
-    torch.set_num_threads(1)
-    return load_model("organism-micro")
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")

@@ -17,11 +17,6 @@ torch.set_num_threads(1)
 
 
 @pytest.fixture(scope="module")
-def micro():
-    return load_model("organism-micro")
-
-
-@pytest.fixture(scope="module")
 def forget_items(micro):
     return load_mcq(micro.mcq_path("forget"))
 

@@ -5,7 +5,7 @@ Oracles: Adaptive RMU's target is β times the frozen residual norm (computed he
 independent full forward with ``output_hidden_states``), so doubling the activation doubles
 it; NPO + SAM's gradient equals a two-pass SAM gradient computed by hand with
 ``torch.func.functional_call``, and ρ → 0 gives NPO's gradient. Forgetting on the micro
-organism is checked in ``tests/test_unlearn.py::test_method_forgets_and_retains`` (same
+organism is checked in ``tests/unit/unlearn/test_unlearn.py::test_method_forgets_and_retains`` (same
 bounds as every method: forget −15 points, retain within 10).
 """
 
@@ -26,15 +26,9 @@ from interp_unlearn.unlearn.methods.npo import npo_loss
 from interp_unlearn.unlearn.methods.npo_sam import sam_surrogate
 from interp_unlearn.unlearn.trainer import sequence_logprob
 
+pytestmark = pytest.mark.usefixtures("one_thread")
+
 MICRO = "organism-micro"
-
-
-@pytest.fixture(autouse=True)
-def _threads():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
 
 
 def _trainer(method: str, tmp_path, **params) -> Trainer:

@@ -33,6 +33,8 @@ from interp_unlearn.pipeline.reproduce.parallel import dependencies
 from interp_unlearn.pipeline.reproduce.store import DONE_METRIC, PLAN_FILE, RESULTS_FILE
 from interp_unlearn.pipeline.reproduce.tables import TABLES, to_markdown
 
+pytestmark = pytest.mark.usefixtures("one_thread")
+
 TINY = dict(model="organism-micro", seeds=[0], methods=["rmu", "almpu"],
             table1_sizes=[0, 3], table2_sizes=[0, 3], table2_methods=["rmu"],
             ablation_sizes=[0, 3], head_variants=["adaptive", "random-50%"],
@@ -41,14 +43,6 @@ TINY = dict(model="organism-micro", seeds=[0], methods=["rmu", "almpu"],
             threads=1, workers=1, progress=False, formats=["html", "png"])
 CORE_TABLES = ("table1_finetune_forget", "table2_finetune_unrelated", "table3_head_selection",
                "table4_location", "table1_recovery", "unlearning")
-
-
-@pytest.fixture(autouse=True)
-def _threads():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
 
 
 @pytest.fixture(scope="module")
@@ -355,7 +349,7 @@ def test_store_ignores_unfinished_and_cut_writes(tmp_path):
 def test_cli_reproduce_dry_run_writes_config_and_plan(tmp_path, capsys):
     out = tmp_path / "run"
     assert main(["reproduce", "--model", "organism-micro", "--quick", "--out", str(out),
-                 "--seeds", "2", "--methods", "rmu,almpu,npo", "--set", "table1_sizes=[0,5]",
+                 "--seeds", "0-1", "--methods", "rmu,almpu,npo", "--set", "table1_sizes=[0,5]",
                  "--set", 'unlearn={"*": {"max_num_batches": 3}}', "--workers", "3",
                  "--dry-run", "--json"]) == 0
     res = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
@@ -376,7 +370,7 @@ def test_cli_reproduce_dry_run_writes_config_and_plan(tmp_path, capsys):
 
 def test_config_errors_name_the_culprit(tmp_path):
     with pytest.raises(ValueError, match="unknown ReproduceConfig field"):
-        main(["reproduce", "--out", str(tmp_path), "--set", "table9=1", "--dry-run"])
+        main(["reproduce", "--out", str(tmp_path), "--set", "table9=1", "--dry-run", "--debug"])
     with pytest.raises(ValueError, match="methods: unknown method 'foo'"):
         ReproduceConfig(methods=["rmu", "foo"])
     with pytest.raises(ValueError, match="add 'almpu' to methods"):

@@ -9,7 +9,6 @@ import pandas as pd
 import plotly.graph_objects as go
 import pytest
 import torch
-from transformers import LlamaConfig, LlamaForCausalLM
 
 from interp_unlearn.core.bridge import active_hook_count, to_bridge
 from interp_unlearn.localize import (CONFIG_FILE, HEADS_FILE, HISTORY_FILE, ORGANISM_OBJECTIVE,
@@ -19,32 +18,9 @@ from interp_unlearn.plotting import save_figure, sensitivity_heatmap, static_exp
 from interp_unlearn.plotting.heatmap import score_grid
 from interp_unlearn.plotting.export import StaticExportError
 from interp_unlearn.core.selection import layer_bands, load_heads, select_heads, write_heads
-from interp_unlearn.data.tokenizer import train_tokenizer
-from interp_unlearn.data.world import World, WorldConfig
 
 N_LAYERS, N_HEADS, D_HEAD = 4, 4, 16
 FAST = dict(steps=8, batch_size=4, seq_len=32, top_k=3)
-
-
-@pytest.fixture(scope="module")
-def world() -> World:
-    return World.generate(WorldConfig(n_pathogens=20, n_towns=20, n_general_docs=20))
-
-
-@pytest.fixture(scope="module")
-def tokenizer(world):
-    return train_tokenizer(world, 400)
-
-
-@pytest.fixture(scope="module")
-def model(tokenizer) -> LlamaForCausalLM:
-    torch.manual_seed(0)
-    config = LlamaConfig(hidden_size=N_HEADS * D_HEAD, num_hidden_layers=N_LAYERS,
-                         num_attention_heads=N_HEADS, num_key_value_heads=2,
-                         intermediate_size=128, vocab_size=len(tokenizer),
-                         max_position_embeddings=128, pad_token_id=tokenizer.pad_token_id,
-                         bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id)
-    return LlamaForCausalLM(config).eval()
 
 
 @pytest.fixture(scope="module")
@@ -149,7 +125,7 @@ def test_config_validation_and_json(tmp_path):
                 dict(max_grad_norm=0.0), dict(top_k=0)):
         with pytest.raises(ValueError):
             LocalizeConfig(**bad)
-    with pytest.raises(ValueError, match="unknown LocalizeConfig fields"):
+    with pytest.raises(ValueError, match=r"unknown LocalizeConfig field\(s\)"):
         LocalizeConfig.from_dict({"lrate": 1.0})
     assert LocalizeConfig().resolved_top_k(1024) == 102 and LocalizeConfig().resolved_top_k(4) == 1
     with pytest.raises(ValueError, match=r"top_k must be in 1\.\.16"):
@@ -291,7 +267,7 @@ def test_export_html_and_png(result, tmp_path):
 
 def test_run_localize_on_shipped_micro_organism(tmp_path):
     from interp_unlearn.data.loading import CheckpointError, load_model
-    from interp_unlearn.localize import run_localize
+    from interp_unlearn.pipeline.localize_run import run_localize
 
     try:
         load_model("organism-micro")

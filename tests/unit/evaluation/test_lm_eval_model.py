@@ -24,25 +24,11 @@ from interp_unlearn.evaluation.scoring import EvalConfig, evaluate_mcq
 from interp_unlearn.interventions import ABLATION_MODES, HeadAblation, HeadPerturbation, attach
 from interp_unlearn.evaluation.lm_eval_model import ABLATIONS, InterpUnlearnLM
 from interp_unlearn.evaluation.lm_eval_task import write_lm_eval_task
-from interp_unlearn.data.loading import load_model
 from interp_unlearn.core.mcq import write_mcq
 from interp_unlearn.core.selection import write_heads
 
-pytestmark = pytest.mark.slow
-REPO = Path(__file__).resolve().parents[1]
-
-
-@pytest.fixture(scope="module", autouse=True)
-def single_thread():
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(old)
-
-
-@pytest.fixture(scope="module")
-def micro():
-    return load_model("organism-micro")
+pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("one_thread")]
+REPO = Path(__file__).resolve().parents[3]
 
 
 @pytest.fixture(scope="module")

@@ -1,0 +1,275 @@
+"""The command line's commands: one function per (sub)command, each taking the parsed
+arguments (shared flags filled in) and returning a :class:`CommandResult`;
+:func:`interp_unlearn.pipeline.cli.main` prints it. torch and the toolkit load inside the
+functions, so importing this module is free.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+from interp_unlearn.pipeline.cli_common import UsageError, default_out, one_seed
+
+__all__ = ["CommandResult", "DOMAIN_NAMES", "HANDLERS", "logit_lens_run", "organism_report"]
+
+DOMAIN_NAMES = ("forget", "retain")
+
+
+@dataclass
+class CommandResult:
+    """What a command hands back to ``main``: its results directory, its data (a dict, or
+    a list of rows) for ``--json``, and its human-readable text."""
+    out: Path
+    data: Any
+    text: str = ""
+
+
+def _formats(text: str | None) -> tuple[str, ...]:
+    return tuple(f for f in (text or "").split(",") if f)
+
+
+def _cmd_reproduce(args) -> CommandResult:
+    from interp_unlearn.pipeline.reproduce.config import (CONFIG_FILE, ReproduceConfig,
+                                                          parse_overrides)
+    from interp_unlearn.pipeline.reproduce.config import default_out as reproduce_out
+    from interp_unlearn.pipeline.reproduce.grid import run_reproduce
+
+    over = parse_overrides(args.set)
+    for key, value in (("seeds", args.seeds), ("threads", args.threads or None),
+                       ("workers", args.workers),
+                       ("methods", args.methods.split(",") if args.methods else None),
+                       ("formats", args.formats.split(",") if args.formats else None)):
+        if value is not None:
+            over[key] = value
+    if args.device != "cpu":
+        over["device"] = args.device
+    if args.no_figures:
+        over["figures"] = False
+    if args.quiet or args.json:
+        over["progress"] = False
+    out = args.out or reproduce_out(args.model, args.quick)
+    if args.resume:
+        saved = ReproduceConfig.load_json(out / CONFIG_FILE).to_dict()
+        cfg = ReproduceConfig.from_dict({**saved, **over})
+    else:
+        cfg = ReproduceConfig.preset(args.model, quick=args.quick, **over)
+    res = run_reproduce(cfg, out, dry_run=args.dry_run)
+    text = "\n".join(f"{k}: {v}" for k, v in res.items() if k not in ("figures", "tables"))
+    return CommandResult(out, res, text)
+
+
+def _cmd_figures(args) -> CommandResult:
+    if not args.run.is_dir():
+        raise UsageError(f"argument --run: no such run directory: {args.run}")
+    from interp_unlearn.pipeline.reproduce.figures import draw_figures
+    from interp_unlearn.pipeline.reproduce.tables import write_tables
+
+    out = args.out or args.run
+    tables = write_tables(args.run, out / "tables")
+    figs = draw_figures(args.run, out / "figures", formats=_formats(args.formats))
+    res = {"run": str(args.run), "tables": [str(p) for p in tables], **figs}
+    text = (f"{len(tables)} table files, {sum(len(v) for v in figs['files'].values())} figure "
+            f"files" + (f" (static formats skipped: {figs['static_skipped']})"
+                        if figs["static_skipped"] else ""))
+    return CommandResult(out, res, text)
+
+
+def _load_kw(args) -> dict[str, Any]:
+    return {"device": args.device, "dtype": args.dtype}
+
+
+def _cmd_attack(args) -> CommandResult:
+    from interp_unlearn.attacks.floor import run_attack
+
+    kw: dict[str, Any] = {"pool": args.pool, "progress": not (args.quiet or args.json)}
+    if args.kind == "finetune":
+        kw["config"] = args.config
+    if args.lr is not None:
+        if not args.lr > 0:
+            raise ValueError(f"--lr must be > 0, got {args.lr}")
+        kw["lr"] = args.lr
+    head_opts = {"heads": args.heads, "mode": args.mode, "kappa": args.kappa,
+                 "epsilon": args.epsilon}
+    given = {k: v for k, v in head_opts.items() if v is not None}
+    if given and args.kind != "head-restore":
+        raise ValueError(f"--{'/--'.join(given)} only apply to --kind head-restore")
+    if "heads" in given:
+        if "," in given["heads"] or ("." in given["heads"]
+                                     and not given["heads"].endswith(".json")):
+            given["heads"] = [tuple(int(x) for x in h.split(".")) for h in given["heads"].split(",")]
+    kw.update(given)
+    target: Any = args.model
+    if args.device != "cpu" or args.dtype not in (None, "float32"):
+        # run_floor loads names on the CPU in float32: hand it the models loaded here
+        from interp_unlearn.attacks.common import related_models
+        from interp_unlearn.data.loading import load_model
+
+        target = load_model(args.model, **_load_kw(args))
+        if not args.no_floor:
+            original, twin = related_models(args.model)
+            for role, spec in (("original", original), ("twin", twin)):
+                if spec is not None:
+                    kw[role] = (target if str(spec) == str(args.model)
+                                else load_model(spec, **_load_kw(args)))
+    out = args.out or default_out("attack", args.model, args.kind)
+    df = run_attack(target, args.kind, data=args.data, samples=args.samples, seeds=args.seeds,
+                    out=out, floor=not args.no_floor, **kw)
+    return CommandResult(out, json.loads(df.to_json(orient="records")),
+                         df.to_string(index=False))
+
+
+def _cmd_logit_lens(args) -> CommandResult:
+    out = args.out or default_out("logit-lens", args.model)
+    df = logit_lens_run(args.model, out, device=args.device, dtype=args.dtype,
+                        progress=not (args.quiet or args.json))
+    return CommandResult(out, json.loads(df.to_json(orient="records")),
+                         df.to_string(index=False))
+
+
+def logit_lens_run(model: str, out: str | Path, *, device: str = "cpu",
+                   dtype: str | None = None, progress: bool = True):
+    """The ``logit-lens`` command: :func:`interp_unlearn.evaluation.logit_lens.run_logit_lens`
+    on both domains of the model's own pool, its own scoring, loaded on ``device`` in
+    ``dtype``; writes ``out/logit_lens.csv`` and ``out/logit_lens.json``."""
+    from interp_unlearn.evaluation.logit_lens import run_logit_lens
+
+    return run_logit_lens(model, out, domains=DOMAIN_NAMES, progress=progress, device=device,
+                          dtype=dtype)
+
+
+def _cmd_localize(args) -> CommandResult:
+    from interp_unlearn.localize import LocalizeConfig
+    from interp_unlearn.pipeline.localize_run import run_localize
+
+    out_dir = args.out or default_out("localize", args.model)
+    progress = not (args.quiet or args.json)
+    if args.score == "ablation":
+        from interp_unlearn.data.families import detect_family
+        from interp_unlearn.localize.attribution import AttributionConfig
+        from interp_unlearn.pipeline.localize_run import run_attribution
+
+        if args.seeds is not None:
+            raise UsageError("argument --seeds: --score ablation runs one seed (--seed)")
+        k = args.top_k if args.top_k is not None else detect_family(args.model).localize.get("top_k")
+        res = run_attribution(args.model, k, out_dir,
+                              AttributionConfig(seed=args.seed or 0), device=args.device,
+                              dtype=args.dtype, formats=_formats(args.formats),
+                              progress=progress)
+        data = {"out": str(out_dir), "score": "ablation",
+                "selected_heads": [list(h) for h in res.selected]}
+        return CommandResult(out_dir, data,
+                             f"selected heads (layer, head): {data['selected_heads']}")
+    if args.seed is not None and args.seeds is not None:
+        raise ValueError("give --seed (one run) or --seeds (several), not both")
+    qa_pools = (None if args.qa_pools is None
+                else tuple(p.strip() for p in args.qa_pools.split(",") if p.strip()))
+    overrides = {k: v for k, v in {"epochs": args.epochs, "steps": args.steps,
+                                   "batch_size": args.batch_size, "lr": args.lr,
+                                   "l1_lambda": args.l1, "sigma_A": args.sigma,
+                                   "seed": args.seed, "objective": args.objective,
+                                   "qa_pools": qa_pools}.items() if v is not None}
+    LocalizeConfig(**overrides, seeds=args.seeds, top_k=args.top_k)  # fail before loading
+    texts = None
+    if args.forget_corpus is not None:
+        from interp_unlearn.data.corpora import load_corpus
+        texts = load_corpus(args.forget_corpus, limit=args.max_texts)
+    res = run_localize(args.model, args.top_k, out_dir, None, device=args.device,
+                       formats=_formats(args.formats), progress=progress,
+                       backend=args.backend, texts=texts, dtype=args.dtype, seeds=args.seeds,
+                       overrides=overrides)
+    stab = res.meta.get("stability", {})
+    data = {"out": str(out_dir), "selected_heads": [list(h) for h in res.selected],
+            "objective": res.config.objective, "seeds": stab.get("seeds"),
+            "spearman_mean": stab.get("spearman", {}).get("mean"),
+            "jaccard_top_k_mean": stab.get("jaccard_top_k", {}).get("mean")}
+    return CommandResult(out_dir, data,
+                         f"selected heads (layer, head): {data['selected_heads']} "
+                         f"({data['objective']}, seeds {data['seeds']})")
+
+
+def _cmd_unlearn(args) -> CommandResult:
+    from interp_unlearn.pipeline.unlearn_command import unlearn_from_args, unlearn_summary
+
+    res, out = unlearn_from_args(args)
+    return CommandResult(out, res.to_dict(), unlearn_summary(res))
+
+
+def _cmd_evaluate(args) -> CommandResult:
+    from interp_unlearn.data.loading import load_model
+    from interp_unlearn.evaluation.scoring import EvalConfig, evaluate_mcq
+
+    lm = load_model(args.model, **_load_kw(args))
+    mcq = lm.mcq_path(args.mcq) if args.mcq in DOMAIN_NAMES else Path(args.mcq)
+    cfg = EvalConfig(scoring=args.scoring or lm.default_scoring, batch_size=args.batch_size)
+    res = evaluate_mcq(lm.model, lm.tokenizer, mcq, cfg, progress=not (args.json or args.quiet))
+    out = args.out or default_out("evaluate", args.model)
+    out.mkdir(parents=True, exist_ok=True)
+    label = args.mcq if args.mcq in DOMAIN_NAMES else Path(args.mcq).stem
+    data = {"model": args.model, "mcq": str(args.mcq), **res.to_dict()}
+    (out / f"{label}.json").write_text(json.dumps({**data, "out": str(out)}, indent=1,
+                                                  default=str))
+    res.per_question.to_csv(out / f"{label}_per_question.csv", index=False)
+    if args.per_question:
+        res.per_question.to_csv(args.per_question, index=False)
+    lo, hi = res.ci95
+    return CommandResult(out, data,
+                         f"{args.model} on {args.mcq} ({res.scoring}): accuracy "
+                         f"{res.accuracy:.3f} [95% CI {lo:.3f}-{hi:.3f}], n={res.n}")
+
+
+def organism_report(organism: str = "organism", *, device: str = "cpu",
+                    dtype: str | None = None, progress: bool = False):
+    """Forget/retain accuracy of a built-in organism and its twin, as a DataFrame."""
+    import pandas as pd
+
+    from interp_unlearn.data.loading import load_model
+    from interp_unlearn.evaluation.scoring import EvalConfig, evaluate_mcq
+
+    rows = []
+    for name in (organism, f"{organism}-twin"):
+        lm = load_model(name, device=device, dtype=dtype)
+        for domain in DOMAIN_NAMES:
+            res = evaluate_mcq(lm.model, lm.tokenizer, lm.mcq_path(domain),
+                               EvalConfig(scoring=lm.default_scoring), progress=progress)
+            rows.append({"model": name, "mcq": domain, "scoring": res.scoring,
+                         "accuracy": res.accuracy, "ci95_low": res.ci95[0],
+                         "ci95_high": res.ci95[1], "n": res.n})
+    return pd.DataFrame(rows)
+
+
+def _cmd_organism(args) -> CommandResult:
+    if args.organism_command == "train":
+        from interp_unlearn.pipeline.organism import get_preset, train_organism
+
+        seed = one_seed(args, "organism train")
+        overrides = {k: v for k, v in (("seed", seed), ("threads", args.threads),
+                                       ("steps", args.steps)) if v is not None}
+        cfg = get_preset(args.preset, **overrides)
+        out = args.out or Path("runs") / f"organism-{args.preset}-seed{cfg.seed}"
+        members = ("model",) if args.no_twin else ("twin",) if args.twin_only else ("model", "twin")
+        metrics = train_organism(cfg, out, members=members,
+                                 progress=not (args.quiet or args.json))
+        per = {k: {"final": v["final"], "train_seconds": v["train_seconds"],
+                   "n_params": v["n_params"]} for k, v in metrics.items()}
+        data = {"out": str(out), "config": asdict(cfg), **per}
+        text = "\n".join(f"{k}: {json.dumps(v['final'], default=str)} "
+                         f"({v['train_seconds']:.0f} s, {v['n_params']} parameters)"
+                         for k, v in per.items()) or f"organism {args.preset}, seed {cfg.seed}"
+        return CommandResult(out, data, text)
+    out = args.out or default_out("organism-report", args.model)
+    df = organism_report(args.model, **_load_kw(args), progress=not (args.quiet or args.json))
+    out.mkdir(parents=True, exist_ok=True)
+    df.to_csv(out / "report.csv", index=False)
+    (out / "report.json").write_text(df.to_json(orient="records", indent=1))
+    return CommandResult(out, json.loads(df.to_json(orient="records")),
+                         df.to_string(index=False, float_format=lambda x: f"{x:.3f}"))
+
+
+#: command -> the name of its function here (looked up per call: tests replace them)
+HANDLERS = {"evaluate": "_cmd_evaluate", "organism": "_cmd_organism",
+            "localize": "_cmd_localize", "unlearn": "_cmd_unlearn", "attack": "_cmd_attack",
+            "logit-lens": "_cmd_logit_lens", "reproduce": "_cmd_reproduce",
+            "figures": "_cmd_figures"}
