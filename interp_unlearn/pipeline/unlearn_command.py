@@ -9,7 +9,7 @@ from __future__ import annotations
 import argparse
 import json
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 #: the built-in methods, for the help text (the registry, which imports torch, validates)
 METHOD_NAMES = ("rmu", "almpu", "ga", "ga_mp", "npo", "dpo", "rmu_lat", "adaptive_rmu",
@@ -53,21 +53,6 @@ def add_unlearn_arguments(p: argparse.ArgumentParser) -> argparse.ArgumentParser
     return p
 
 
-def parse_set(items: Sequence[str] | None) -> dict[str, Any]:
-    """``--set KEY=VALUE`` items -> dict; values parsed as JSON when they are JSON, else
-    kept as strings (``["layer=2", "mode=fast"]`` -> ``{"layer": 2, "mode": "fast"}``)."""
-    out = {}
-    for item in items or ():
-        if "=" not in item:
-            raise ValueError(f"--set expects KEY=VALUE, got {item!r}")
-        k, v = item.split("=", 1)
-        try:
-            out[k.strip()] = json.loads(v)
-        except json.JSONDecodeError:
-            out[k.strip()] = v
-    return out
-
-
 def unlearn_from_args(args: Any) -> tuple[Any, Path]:
     """Run the unlearning an argparse namespace describes (or any object with the
     attributes of :func:`add_unlearn_arguments`; missing ones take their defaults) and
@@ -75,17 +60,23 @@ def unlearn_from_args(args: Any) -> tuple[Any, Path]:
     from interp_unlearn.pipeline.cli_common import one_seed
 
     seed = one_seed(args, "unlearn")  # before the imports below: a usage error is instant
+    from interp_unlearn.core.config import parse_assignments
     from interp_unlearn.data.loading import load_model
     from interp_unlearn.unlearn.config import UnlearnConfig
+    from interp_unlearn.unlearn.registry import get_method
     from interp_unlearn.unlearn.trainer import Trainer
 
     g = lambda name, default=None: getattr(args, name, default)  # noqa: E731
+    # the method and its --set values are checked before the model is loaded; values are
+    # read by the parameter's type (--set adversarial=False is False, not the string)
+    cls = get_method(g("method"))
+    params = parse_assignments(g("set", []), cls.Params, f"{cls.name} parameter")
     quiet = bool(g("quiet", False) or g("no_progress", False) or g("json", False))
     config = UnlearnConfig(
         method=g("method"), preset=g("preset"), max_num_batches=g("steps"),
         batch_size=g("batch_size"), lr=g("lr"), seq_len=g("seq_len"), seed=seed,
         eval_every=g("eval_every", 0) or 0, forget_corpus=g("forget_corpus"),
-        retain_corpus=g("retain_corpus"), params=parse_set(g("set", [])),
+        retain_corpus=g("retain_corpus"), params=params,
         threads=g("threads", 0) or 0, progress=not quiet)
     lm = load_model(g("model") or "organism", device=g("device") or "cpu", dtype=g("dtype"))
     trainer = Trainer(lm, config, heads=g("heads"), out_dir=g("out"))

@@ -350,3 +350,25 @@ def test_attack_cli_rejects_head_options_for_other_kinds(capsys):
     with pytest.raises(ValueError, match="--lr must be > 0"):  # --debug: the exception itself
         main(["attack", "--model", "organism-micro", "--kind", "finetune", "--lr", "0",
               "--samples", "0", "--seeds", "0", "--no-floor", "--debug"])
+
+
+def test_unlearn_set_values_are_typed_and_checked_before_loading(monkeypatch, capsys):
+    """Issue 18 #3: --set values are read by the method parameter's type, and a bad method,
+    key or value fails before the model is loaded."""
+    import interp_unlearn.data.loading as loading
+    from interp_unlearn.core.config import parse_assignments
+    from interp_unlearn.pipeline.cli import main
+    from interp_unlearn.unlearn.registry import get_method
+
+    monkeypatch.setattr(loading, "load_model", lambda *a, **k: (_ for _ in ()).throw(
+        AssertionError("model loaded")))
+    params = get_method("almpu").Params
+    assert parse_assignments(["adversarial=False"], params) == {"adversarial": False}
+    assert parse_assignments(["masked=false"], get_method("rmu").Params) == {"masked": False}
+    for argv, msg in ((["--method", "nope"], "unknown unlearning method 'nope'"),
+                      (["--method", "almpu", "--set", "adversarial=maybe"], "cannot read as bool"),
+                      (["--method", "rmu", "--set", "alpha=abc"], "cannot read as float"),
+                      (["--method", "rmu", "--set", "steering=3"], "unknown rmu parameter field")):
+        assert main(["unlearn", "--model", "organism-micro"] + argv) == 2
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and err[0].startswith("interp-unlearn: error:") and msg in err[0], err

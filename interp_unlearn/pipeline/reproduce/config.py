@@ -76,11 +76,13 @@ _QUICK = {
 
 
 def parse_overrides(items: Any) -> dict[str, Any]:
-    """``["seeds=2", "table1_sizes=[0,5]"]`` -> ``{"seeds": 2, "table1_sizes": [0, 5]}``
-    (the same ``--set`` parsing as ``interp-unlearn unlearn``)."""
-    from interp_unlearn.pipeline.unlearn_command import parse_set
+    """``["seeds=[0,1]", "table1_sizes=[0,5]"]`` -> ``{"seeds": [0, 1], "table1_sizes":
+    [0, 5]}``: each value read by the :class:`ReproduceConfig` field's type (the same
+    ``--set`` story as every config, :func:`interp_unlearn.core.config.parse_assignments`);
+    an unknown field or an unreadable value raises before any work."""
+    from interp_unlearn.core.config import parse_assignments
 
-    return parse_set(items)
+    return parse_assignments(items, ReproduceConfig)
 
 
 def default_out(model: str, quick: bool) -> Path:
