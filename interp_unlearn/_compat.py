@@ -52,6 +52,7 @@ NAME_MOVES: dict[tuple[str, str], str] = {
     (f"{_P}.unlearn.trainer", "add_unlearn_arguments"): f"{_P}.pipeline.unlearn_command",
     (f"{_P}.unlearn.trainer", "run_unlearn"): f"{_P}.pipeline.unlearn_command",
     (f"{_P}.localize.attribution", "run_attribution"): f"{_P}.pipeline.localize_run",
+    (f"{_P}.unlearn.trainer", "unlearn"): f"{_P}.unlearn.api",
 }
 
 

@@ -61,7 +61,8 @@ from pathlib import Path
 from typing import Any
 
 from interp_unlearn.core.checkpoint import META_FILE, read_meta
-from interp_unlearn.core.mcq import MCQ, MCQFormatError, _record_problem, load_mcq
+from interp_unlearn.core.mcq import (MCQ, MCQFormatError, _file_record_problem, _read_text,
+                                     _warn_duplicates, load_mcq)
 
 # ``interp_unlearn.data.loading`` imports torch and transformers; it is imported where needed
 # so that reading data stays light.
@@ -288,12 +289,14 @@ def _records_to_mcq(records, where: str) -> list[MCQ]:
     for i, rec in enumerate(records):
         if isinstance(rec, dict):
             rec = {k: _to_python(v) for k, v in rec.items()}
-        problem = _record_problem(rec)
+        problem = _file_record_problem(rec)
         if problem is not None:
             raise MCQFormatError(f"{where}: row {i} (0-based): {problem}")
         items.append(MCQ(rec["question"], tuple(rec["choices"]), rec["answer"]))
     if not items:
         raise MCQFormatError(f"{where}: no records")
+    _warn_duplicates((((it.question, it.choices), i) for i, it in enumerate(items)),
+                     where, lambda i: f"row {i} (0-based)")
     return items
 
 
@@ -315,8 +318,9 @@ def _columns_to_records(df, path: Path, needed: tuple[str, ...]) -> list[dict]:
 
 def _mcq_from_json(path: Path) -> list[MCQ]:
     """A ``.json`` file: a JSON array of records, a dict of columns, a single record, or
-    (as the ``json`` dataset builder also accepts) JSON lines."""
-    text = path.read_text(encoding="utf-8")
+    (as the ``json`` dataset builder also accepts) JSON lines. UTF-8, a leading
+    byte-order mark allowed."""
+    text = _read_text(path)
     try:
         data = json.loads(text)
     except json.JSONDecodeError:

@@ -27,7 +27,7 @@ import torch
 from transformers import PreTrainedModel
 
 from interp_unlearn.data.loading import LoadedModel, check_checkpoint
-from interp_unlearn.core.checkpoint import META_FILE, write_meta
+from interp_unlearn.core.checkpoint import META_FILE, write_checksums, write_meta
 
 __all__ = ["export_hf"]
 
@@ -103,5 +103,6 @@ def export_hf(model: PreTrainedModel | LoadedModel, tokenizer: Any = None,
     tokenizer.save_pretrained(out)
     if meta is not None:
         write_meta(out, meta)
+    write_checksums(out)
     check_checkpoint(out)
     return out

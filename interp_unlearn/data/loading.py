@@ -11,13 +11,15 @@ from __future__ import annotations
 import json
 import os
 import socket
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedModel
 
-from interp_unlearn.core.checkpoint import META_FILE, read_meta
+from interp_unlearn.core.checkpoint import META_FILE, read_meta, verify_checksums
 from interp_unlearn.data.organism import ASSETS
 
 BUILTIN: dict[str, tuple[str, str]] = {
@@ -35,6 +37,24 @@ class OfflineError(RuntimeError):
 
 class CheckpointError(FileNotFoundError):
     """A local checkpoint directory is missing a file it needs."""
+
+
+class IncompleteCheckpointError(ValueError):
+    """A checkpoint saved by a stopped or diverged unlearning run."""
+
+
+_ACCEPT_INCOMPLETE = [False]
+
+
+@contextmanager
+def accepting_incomplete(enabled: bool = True) -> Iterator[None]:
+    """Within the block, :func:`load_model` accepts stopped/diverged checkpoints by default."""
+    old = _ACCEPT_INCOMPLETE[0]
+    _ACCEPT_INCOMPLETE[0] = enabled
+    try:
+        yield
+    finally:
+        _ACCEPT_INCOMPLETE[0] = old
 
 
 @dataclass
@@ -98,7 +118,12 @@ def check_checkpoint(path: Path) -> None:
     index = path / "model.safetensors.index.json"
     if index.is_file():
         shards = sorted(set(json.loads(index.read_text())["weight_map"].values()))
+        root = path.resolve()
         for shard in shards:
+            target = (path / shard).resolve()
+            if target.parent != root:
+                raise CheckpointError(f"{index}: shard {shard!r} points outside the checkpoint "
+                                      "directory; refusing to follow it")
             if not (path / shard).is_file():
                 raise CheckpointError(f"{path}: missing weight shard {shard} "
                                       f"(listed in model.safetensors.index.json)")
@@ -110,6 +135,27 @@ def check_checkpoint(path: Path) -> None:
         raise CheckpointError(f"{path}: missing model.safetensors")
     if not any((path / f).is_file() for f in ("tokenizer.json", "tokenizer.model")):
         raise CheckpointError(f"{path}: missing tokenizer.json (or tokenizer.model)")
+    for weights in sorted(path.glob("*.safetensors")):
+        _check_safetensors_header(weights)
+    verify_checksums(path)  # names a changed or truncated file (when checksums.json exists)
+
+
+def _check_safetensors_header(f: Path) -> None:
+    """A truncated safetensors file is named here, not by a bare error inside the loader."""
+    size = f.stat().st_size
+    try:
+        with f.open("rb") as fh:
+            n = int.from_bytes(fh.read(8), "little")
+            header = json.loads(fh.read(n)) if 0 < n <= size - 8 else None
+    except (OSError, ValueError):
+        header = None
+    if not isinstance(header, dict):
+        raise CheckpointError(f"{f}: not a readable safetensors file (truncated or corrupted "
+                              "header)")
+    end = max((v["data_offsets"][1] for k, v in header.items() if k != "__metadata__"),
+              default=0)
+    if 8 + n + end > size:
+        raise CheckpointError(f"{f}: truncated ({size} bytes, the header needs {8 + n + end})")
 
 
 def hub_reachable(timeout: float = 3.0) -> bool:
@@ -138,12 +184,19 @@ def resolve(name_or_path: str | os.PathLike) -> tuple[str, Path | None]:
 
 
 def load_model(name_or_path: str | os.PathLike, device: str | torch.device = "cpu",
-               dtype: torch.dtype | str | None = None, device_map: str | dict | None = None
-               ) -> LoadedModel:
+               dtype: torch.dtype | str | None = None, device_map: str | dict | None = None,
+               *, accept_incomplete: bool | None = None) -> LoadedModel:
     """Load a causal LM and its tokenizer from a built-in name, a local directory or the hub.
 
     ``dtype`` defaults to float32 (bf16 is the sensible choice for 7B models on a GPU);
-    ``device_map`` (e.g. ``"auto"``) spreads a model larger than one GPU over devices."""
+    ``device_map`` (e.g. ``"auto"``) spreads a model larger than one GPU over devices.
+    A checkpoint whose unlearning run did not complete (``interp_unlearn.json``
+    ``unlearn.status`` is ``stopped_non_finite`` or ``diverged``) is refused with
+    :class:`IncompleteCheckpointError` unless ``accept_incomplete=True`` (``None``: the
+    process-wide default, which :func:`accepting_incomplete` switches on for a block -- the
+    CLI's ``--accept-incomplete``): its scores would read as forgetting."""
+    if accept_incomplete is None:
+        accept_incomplete = _ACCEPT_INCOMPLETE[0]
     if isinstance(dtype, str):
         if not hasattr(torch, dtype):
             raise ValueError(f"unknown dtype {dtype!r}; e.g. float32, bfloat16, float16")
@@ -167,10 +220,17 @@ def load_model(name_or_path: str | os.PathLike, device: str | torch.device = "cp
         meta: dict = {}
     else:
         check_checkpoint(path)  # type: ignore[arg-type]  # path is set for builtin/local
+        meta = read_meta(path)
+        status = (meta.get("unlearn") or {}).get("status", "completed")
+        if status != "completed" and not accept_incomplete:
+            raise IncompleteCheckpointError(
+                f"{path}: its unlearning run did not complete (status {status!r} at step "
+                f"{(meta.get('unlearn') or {}).get('stopped_at_step', '?')}); its scores would "
+                "read as forgetting. Pass accept_incomplete=True (CLI: --accept-incomplete) "
+                "to use it anyway")
         model = AutoModelForCausalLM.from_pretrained(path, use_safetensors=True,
                                                      local_files_only=True, **kwargs)
         tokenizer = AutoTokenizer.from_pretrained(path, local_files_only=True)
-        meta = read_meta(path)
     if device_map is None:
         model.to(device)
     model.eval()

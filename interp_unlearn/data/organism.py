@@ -31,7 +31,7 @@ import torch
 from tqdm.auto import tqdm
 from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
 
-from interp_unlearn.core.checkpoint import META_FILE, write_meta  # noqa: F401 - META_FILE re-exported
+from interp_unlearn.core.checkpoint import META_FILE, write_checksums, write_meta  # noqa: F401 - META_FILE re-exported
 from interp_unlearn.data.world import World, WorldConfig
 
 ASSETS = Path(__file__).resolve().parents[1] / "assets"
@@ -198,6 +198,7 @@ def save_checkpoint(model: LlamaForCausalLM, tokenizer: PreTrainedTokenizerFast,
     model.save_pretrained(out, safe_serialization=True)
     tokenizer.save_pretrained(out)
     write_meta(out, meta)
+    write_checksums(out)
     return out
 
 

@@ -240,6 +240,11 @@ def main(argv: list[str] | None = None) -> int:
     try:
         args = build_parser().parse_args(argv)
         with quiet_mode(getattr(args, "quiet", False)):
+            if getattr(args, "accept_incomplete", False):
+                from interp_unlearn.data.loading import accepting_incomplete
+
+                with accepting_incomplete():
+                    return _run(args)
             return _run(args)
     except SystemExit as exc:  # --help, --version (argparse exits)
         if exc.code is None or isinstance(exc.code, int):

@@ -152,11 +152,14 @@ _FLAGS: dict[str, _Flag] = {
                    "no progress bars, warnings or library logging"),
     "debug": _Flag(("--debug",), {"action": "store_true"},
                    "on an error, raise it with its traceback instead of one line"),
+    "accept_incomplete": _Flag(("--accept-incomplete",), {"action": "store_true"},
+                               "use a checkpoint whose unlearning run stopped (non-finite) "
+                               "or diverged; refused by default"),
 }
 
 _BASE_DEFAULTS: dict[str, Any] = {"model": None, "out": None, "seeds": None,
                                   "device": "cpu", "dtype": None, "json": False,
-                                  "quiet": False, "debug": False}
+                                  "quiet": False, "debug": False, "accept_incomplete": False}
 
 
 def add_common_arguments(p: argparse.ArgumentParser, *, unused: tuple[str, ...] = (),

@@ -198,11 +198,23 @@ def _cmd_unlearn(args) -> CommandResult:
 
 
 def _cmd_evaluate(args) -> CommandResult:
+    # the question file and the output paths are checked before the model is loaded
+    items = None
+    if args.mcq not in DOMAIN_NAMES:
+        from interp_unlearn.core.mcq import load_mcq
+
+        if not Path(args.mcq).is_file():
+            raise FileNotFoundError(f"--mcq {args.mcq}: no such file (or use forget/retain "
+                                    "for the model's own questions)")
+        items = load_mcq(args.mcq)
+    if args.per_question and not Path(args.per_question).parent.is_dir():
+        raise FileNotFoundError(f"--per-question {args.per_question}: its folder "
+                                f"{Path(args.per_question).parent} does not exist")
     from interp_unlearn.data.loading import load_model
     from interp_unlearn.evaluation.scoring import EvalConfig, evaluate_mcq
 
     lm = load_model(args.model, **_load_kw(args))
-    mcq = lm.mcq_path(args.mcq) if args.mcq in DOMAIN_NAMES else Path(args.mcq)
+    mcq = lm.mcq_path(args.mcq) if items is None else items
     cfg = EvalConfig(scoring=args.scoring or lm.default_scoring, batch_size=args.batch_size)
     res = evaluate_mcq(lm.model, lm.tokenizer, mcq, cfg, progress=not (args.json or args.quiet))
     out = args.out or default_out("evaluate", args.model)

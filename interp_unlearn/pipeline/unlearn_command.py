@@ -44,6 +44,8 @@ def add_unlearn_arguments(p: argparse.ArgumentParser) -> argparse.ArgumentParser
                    help="method parameter, e.g. --set layer=2 --set steering_coeff=20 "
                         "(values parsed as JSON when possible)")
     p.add_argument("--threads", type=int, default=0)
+    p.add_argument("--overwrite", action="store_true",
+                   help="replace a non-empty --out (never allowed: the input model itself)")
     add_common_arguments(
         p, defaults={"model": "organism"},
         model="the model to unlearn (default organism)",
@@ -78,8 +80,15 @@ def unlearn_from_args(args: Any) -> tuple[Any, Path]:
         eval_every=g("eval_every", 0) or 0, forget_corpus=g("forget_corpus"),
         retain_corpus=g("retain_corpus"), params=params,
         threads=g("threads", 0) or 0, progress=not quiet)
+    if g("out"):  # --out is checked before the model is loaded, too
+        from interp_unlearn.data.loading import resolve
+        from interp_unlearn.unlearn.output import check_out_dir
+
+        check_out_dir(Path(g("out")), resolve(g("model") or "organism")[1],
+                      bool(g("overwrite", False)))
     lm = load_model(g("model") or "organism", device=g("device") or "cpu", dtype=g("dtype"))
-    trainer = Trainer(lm, config, heads=g("heads"), out_dir=g("out"))
+    trainer = Trainer(lm, config, heads=g("heads"), out_dir=g("out"),
+                      overwrite=bool(g("overwrite", False)))
     return trainer.run(), trainer.out_dir
 
 

@@ -11,7 +11,8 @@ See :mod:`.trainer` for the config and the run, :mod:`.registry` for the method 
 from interp_unlearn.unlearn.registry import (UnlearnMethod, available_methods, get_method,
                                              register)
 from interp_unlearn.unlearn.trainer import (NonFiniteLossError, Trainer, UnlearnConfig,
-                                            UnlearnResult, parse_heads, unlearn)
+                                            UnlearnResult, parse_heads)
+from interp_unlearn.unlearn.api import unlearn
 
 __all__ = [
     "NonFiniteLossError",

@@ -41,7 +41,6 @@ from __future__ import annotations
 import copy
 import json
 import math
-import os
 import time
 from pathlib import Path
 from typing import Any
@@ -51,8 +50,8 @@ from torch import Tensor
 from tqdm.auto import tqdm
 
 from interp_unlearn.evaluation.scoring import EvalConfig, evaluate_mcq
-from interp_unlearn.data.loading import LoadedModel, load_model
-from interp_unlearn.core.checkpoint import write_meta
+from interp_unlearn.data.loading import LoadedModel
+from interp_unlearn.core.checkpoint import write_checksums, write_meta
 from interp_unlearn.unlearn.registry import get_method
 
 __all__ = [
@@ -70,15 +69,17 @@ __all__ = [
     "resolve_corpus",
     "sequence_logprob",
     "token_logprobs",
-    "unlearn",
 ]
 
-from interp_unlearn.unlearn.batches import (Batch, TextBatches, _pad_id, collate, parse_heads,
-                                            resolve_corpus)  # noqa: F401
-from interp_unlearn.unlearn.config import (BASE_DEFAULTS, CONFIG_FILE, METRICS_FILE,
+from interp_unlearn.unlearn.batches import (Batch, TextBatches, _pad_id, collate,  # noqa: F401
+                                            parse_heads, resolve_corpus)
+from interp_unlearn.unlearn.config import (BASE_DEFAULTS, CONFIG_FILE, METRICS_FILE,  # noqa: F401
                                            RESULT_FILE, UnlearnConfig, resolve_config)
 from interp_unlearn.unlearn.diagnostics import DIAGNOSTICS_FILE, write_diagnostics  # noqa: F401
 from interp_unlearn.core.arch import decoder_layers
+from interp_unlearn.unlearn.guards import (DivergenceError, Diverged, check_weight_growth,
+                                          retain_collapse, weight_norm)
+from interp_unlearn.unlearn.output import check_out_dir, partial_dir, publish
 from interp_unlearn.unlearn.context import MethodContext, NonFiniteLossError, UnlearnResult
 from interp_unlearn.unlearn.losses import (lm_loss, masked_mse,
                                            sequence_logprob, token_logprobs)  # noqa: F401
@@ -93,7 +94,8 @@ class Trainer:
     The model in ``lm`` is trained **in place**."""
 
     def __init__(self, lm: LoadedModel, config: UnlearnConfig | None = None,
-                 heads: Any = None, out_dir: str | Path | None = None):
+                 heads: Any = None, out_dir: str | Path | None = None,
+                 overwrite: bool = False):
         config = config or UnlearnConfig()
         if not isinstance(config, UnlearnConfig):
             raise TypeError(f"config must be an UnlearnConfig, got {type(config).__name__}")
@@ -114,8 +116,11 @@ class Trainer:
             raise ValueError(f"method {c.method!r} needs selected heads (ALMPU phase 1: "
                              "interp_unlearn.localize); pass heads=[(layer, head), ...] or a "
                              "selected-heads JSON file")
-        self.out_dir = Path(out_dir) if out_dir is not None else Path("runs") / "unlearn" / (
+        # the run writes into a hidden sibling and publishes it at the end (.output)
+        self.final_dir = Path(out_dir) if out_dir is not None else Path("runs") / "unlearn" / (
             f"{Path(str(lm.name)).name}-{c.method}-seed{c.seed}")
+        check_out_dir(self.final_dir, lm.path, overwrite)
+        self.out_dir = self.final_dir.with_name(f".{self.final_dir.name}.partial")
         self.device = next(self.model.parameters()).device
         world_dir = lm.world_dir
 
@@ -173,6 +178,7 @@ class Trainer:
         self.optimizer = torch.optim.AdamW(list(self.trainable.values()), lr=c.lr,
                                            betas=tuple(c.betas), eps=c.adam_eps,
                                            weight_decay=c.weight_decay)
+        self._w0 = weight_norm(self.trainable.values())  # the divergence guard's reference
 
     # -- pieces ------------------------------------------------------------------
     def evaluate(self) -> dict[str, float | None]:
@@ -218,6 +224,7 @@ class Trainer:
             torch.nn.utils.clip_grad_norm_(list(self.trainable.values()), self.config.grad_clip)
         self.optimizer.step()
         self.optimizer.zero_grad(set_to_none=True)
+        check_weight_growth(weight_norm(self.trainable.values()), self._w0)
         post = self.method.post_step(self.step, forget, retain)
         try:
             values.update(self._check(post))
@@ -243,6 +250,7 @@ class Trainer:
                            else steps_completed,
                            "status": status, "heads": self.heads, **(extra or {})}
         write_meta(out, meta)
+        write_checksums(out)
         self._write_config()
         return out
 
@@ -255,7 +263,7 @@ class Trainer:
     # -- the run -------------------------------------------------------------------
     def run(self) -> UnlearnResult:
         c = self.config
-        self.out_dir.mkdir(parents=True, exist_ok=True)
+        self.out_dir = partial_dir(self.final_dir)
         self._write_config()
         t0 = time.time()
         try:
@@ -270,7 +278,7 @@ class Trainer:
                     try:
                         values = self.train_step()
                     except _NonFinite as err:
-                        ckpt = self.save(status="stopped_non_finite",
+                        self.save(status="stopped_non_finite",
                                          extra={"stopped_at_step": self.step,
                                                 "term": err.term,
                                                 "weights": "after the θ update of this step"
@@ -280,8 +288,12 @@ class Trainer:
                                          else self.step - 1)
                         self._log({"step": self.step, "error": "non-finite", "term": err.term,
                                    "value": str(err.value)})
+                        fh.close()
+                        ckpt = self.out_dir = publish(self.out_dir, self.final_dir)
                         raise NonFiniteLossError(c.method, self.step, err.term, err.value,
                                                  ckpt) from None
+                    except Diverged as err:
+                        self._stop_diverged(fh, err.reason)
                     self._log({"step": self.step, "loss": values,
                                "seconds": round(time.time() - t0, 2)})
                     bar.set_postfix({k: f"{v:.3g}" for k, v in values.items()})
@@ -293,24 +305,37 @@ class Trainer:
                         bar.write(f"[{c.method}] step {self.step}: "
                                   + " ".join(f"{k} {v:.3f}" for k, v in ev.items()
                                              if v is not None))
+                        if why := retain_collapse(before["retain"], ev["retain"]):
+                            self._stop_diverged(fh, why)
                 after = self.evaluate()
                 seconds = round(time.time() - t0, 1)
                 final_diag = self._diagnostics(final=True)
                 self._log({"step": self.step, "eval": after, "final": True, "seconds": seconds,
                            **self.method.state_summary(), **final_diag})
+                if why := retain_collapse(before["retain"], after["retain"]):
+                    self._stop_diverged(fh, why)
         finally:
             self._metrics_fh = None
             self.method.close()
             self._restore_requires_grad()
-        ckpt = self.save()
+        self.save()
         if final_diag:
             write_diagnostics(self.out_dir, self.config.method, self.step,
                               final_diag["diagnostics"])
+        ckpt = self.out_dir = publish(self.out_dir, self.final_dir)
         result = UnlearnResult(c.method, self.out_dir, ckpt, self.out_dir / CONFIG_FILE,
                                self.out_dir / METRICS_FILE, before, after, self.step, seconds,
                                json.loads((self.out_dir / CONFIG_FILE).read_text()))
         (self.out_dir / RESULT_FILE).write_text(json.dumps(result.to_dict(), indent=1))
         return result
+
+    def _stop_diverged(self, fh: Any, reason: str) -> None:
+        """Save the weights as they are with status ``diverged``, publish, raise."""
+        self.save(status="diverged", extra={"stopped_at_step": self.step, "reason": reason})
+        self._log({"step": self.step, "error": "diverged", "reason": reason})
+        fh.close()
+        ckpt = self.out_dir = publish(self.out_dir, self.final_dir)
+        raise DivergenceError(self.config.method, self.step, reason, ckpt)
 
     def _diagnostics(self, final: bool = False) -> dict[str, Any]:
         """``{"diagnostics": method.diagnostics()}`` (empty for methods without any); at
@@ -330,42 +355,6 @@ class _NonFinite(Exception):
         super().__init__(term)
         self.term, self.value = term, value
         self.after_update = False
-
-
-# -------------------------------------------------------------------------------- API
-
-
-def unlearn(model: str | os.PathLike | LoadedModel, method: str | None = None,
-            config: UnlearnConfig | dict | None = None, heads: Any = None,
-            out_dir: str | Path | None = None, **overrides: Any) -> UnlearnResult:
-    """Unlearn with one method and save the result as an HF checkpoint in ``out_dir``.
-
-    Args:
-        model: built-in name (``organism``, ``organism-micro``), checkpoint directory, hub
-            name, or a :class:`~interp_unlearn.data.loading.LoadedModel` (trained in place).
-        method: registry name; overrides ``config.method``.
-        config: an :class:`UnlearnConfig` or a dict of its fields.
-        heads: ``[(layer, head), ...]``, ``"2.1,3.0"`` or a selected-heads JSON file
-            (ALMPU: required; GA-MP: default all heads; others: not used).
-        out_dir: output directory (default ``runs/unlearn/<model>-<method>-seed<seed>``).
-        **overrides: UnlearnConfig fields (``steps`` means ``max_num_batches``).
-
-    Returns:
-        :class:`UnlearnResult`: paths and forget/retain accuracy before and after.
-    """
-    if isinstance(config, dict):
-        config = UnlearnConfig.from_dict(config)
-    config = copy.deepcopy(config) if config is not None else UnlearnConfig()
-    if method is not None:
-        config.method = method
-    if "steps" in overrides:
-        overrides["max_num_batches"] = overrides.pop("steps")
-    for k, v in overrides.items():
-        if not hasattr(config, k) or k == "steps":
-            raise ValueError(f"unknown UnlearnConfig field {k!r}")
-        setattr(config, k, v)
-    lm = model if isinstance(model, LoadedModel) else load_model(model)
-    return Trainer(lm, config, heads=heads, out_dir=out_dir).run()
 
 
 def __getattr__(name: str):  # names that moved to the pipeline (issue 17)

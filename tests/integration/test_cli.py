@@ -372,3 +372,23 @@ def test_unlearn_set_values_are_typed_and_checked_before_loading(monkeypatch, ca
         assert main(["unlearn", "--model", "organism-micro"] + argv) == 2
         err = capsys.readouterr().err.strip().splitlines()
         assert len(err) == 1 and err[0].startswith("interp-unlearn: error:") and msg in err[0], err
+
+
+def test_evaluate_checks_its_files_before_loading(tmp_path, monkeypatch, capsys):
+    """Issue 18: evaluate read --mcq (and --per-question's folder) only after loading."""
+    import interp_unlearn.data.loading as loading
+    from interp_unlearn.pipeline.cli import main
+
+    monkeypatch.setattr(loading, "load_model", lambda *a, **k: (_ for _ in ()).throw(
+        AssertionError("model loaded")))
+    good = tmp_path / "q.jsonl"
+    good.write_text('{"question": "q?", "choices": ["a", "b", "c", "d"], "answer": 0}\n')
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text('{"question": "q?", "choices": ["a", "b"], "answer": 0}\n')
+    for argv, msg in ((["--mcq", str(tmp_path / "nope.jsonl")], "no such file"),
+                      (["--mcq", str(bad)], "bad.jsonl:1"),
+                      (["--mcq", str(good), "--per-question", str(tmp_path / "no" / "x.csv")],
+                       "does not exist")):
+        assert main(["evaluate", "--model", "organism-micro"] + argv) == 2
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and msg in err[0], err

@@ -9,6 +9,7 @@ identical tables and stored values.
 
 from __future__ import annotations
 
+import fcntl
 import json
 import math
 import os
@@ -30,7 +31,9 @@ from interp_unlearn.pipeline.reproduce import (CONFIG_FILE, GridRunner, Reproduc
                                                load_results, run_reproduce)
 from interp_unlearn.pipeline.reproduce.figures import FIGURES
 from interp_unlearn.pipeline.reproduce.parallel import dependencies
-from interp_unlearn.pipeline.reproduce.store import DONE_METRIC, PLAN_FILE, RESULTS_FILE
+from interp_unlearn.pipeline.reproduce.manifest import MANIFEST_FILE
+from interp_unlearn.pipeline.reproduce.store import (DONE_METRIC, LOCK_FILE, PLAN_FILE,
+                                                     RESULTS_FILE)
 from interp_unlearn.pipeline.reproduce.tables import TABLES, to_markdown
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -104,7 +107,7 @@ def test_reference_run_covers_the_plan(reference_run):
     assert manifest["sessions"][-1]["end"] is not None
     saved = json.loads((out / CONFIG_FILE).read_text())
     assert saved["config_hash"] == manifest["config_hash"]
-    assert not list((out / "checkpoints").glob(".tmp-*"))
+    assert not list((out / "checkpoints").glob(".*tmp-*"))
 
 
 def _marked_processes(mark: str) -> list[int]:
@@ -171,7 +174,7 @@ def test_sigkill_mid_run_then_resume_gives_the_same_results(reference_run, tmp_p
     try:
         # kill while an unlearning run is writing its checkpoint, after a few finished cells
         while time.time() < deadline and proc.poll() is None:
-            tmp = list((out / "checkpoints").glob(".tmp-*")) if (out / "checkpoints").is_dir() else []
+            tmp = list((out / "checkpoints").glob(".*tmp-*")) if (out / "checkpoints").is_dir() else []
             if tmp and _finished_cells(out) >= 4:
                 break
             time.sleep(0.02)
@@ -190,9 +193,13 @@ def test_sigkill_mid_run_then_resume_gives_the_same_results(reference_run, tmp_p
     finished = _finished_cells(out)
     total = len(build_plan(ReproduceConfig.from_dict(TINY)))
     assert 4 <= finished < total
+    # the killed run's manifest entry counts its finished cells (updated after each store
+    # write; a kill between the two writes leaves it one behind)
+    killed = json.loads((out / MANIFEST_FILE).read_text())["sessions"][0]
+    assert finished - 1 <= killed["cells_run"] <= finished and killed["end"] is None
     summary = run_reproduce(ReproduceConfig.load_json(out / CONFIG_FILE), out)
     assert summary["skipped"] == finished and summary["ran"] == total - finished
-    assert not list((out / "checkpoints").glob(".tmp-*"))
+    assert not list((out / "checkpoints").glob(".*tmp-*"))
     assert (sorted(p.name for p in (out / "checkpoints").iterdir())
             == sorted(p.name for p in (ref / "checkpoints").iterdir()))
     # every cell finished exactly once in the resumed store
@@ -206,6 +213,57 @@ def test_sigkill_mid_run_then_resume_gives_the_same_results(reference_run, tmp_p
         pd.testing.assert_frame_equal(a, b)
     sessions = json.loads((out / "manifest.json").read_text())["sessions"]
     assert len(sessions) == 2 and sessions[0]["end"] is None and sessions[1]["end"]
+
+
+def test_a_refused_run_changes_no_file(tmp_path, capsys):
+    """Another run holds the lock: a second run, dry or not, fails at once with one line
+    and rewrites neither the config nor the plan of the running grid."""
+    out = tmp_path / "locked"
+    run_reproduce(ReproduceConfig.from_dict(TINY), out, dry_run=True)
+    files = {n: out / n for n in (CONFIG_FILE, PLAN_FILE)}
+    before = {n: (p.read_bytes(), p.stat().st_mtime_ns) for n, p in files.items()}
+    time.sleep(0.01)  # a rewrite would move the mtimes
+    other = ReproduceConfig.from_dict({**TINY, "seeds": [0, 1], "table1_sizes": [0, 5]})
+    with open(out / LOCK_FILE, "a") as held:  # the running grid's lock
+        fcntl.flock(held, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        for dry in (False, True):
+            with pytest.raises(RuntimeError, match="another reproduce run is using"):
+                run_reproduce(other, out, dry_run=dry)
+        for extra in ([], ["--dry-run"]):
+            argv = ["reproduce", "--model", "organism-micro", "--quick", "--out", str(out),
+                    "--seeds", "0-2", "--no-figures", "--no-progress", *extra]
+            assert main(argv) == 2
+            err = capsys.readouterr().err.strip().splitlines()
+            assert len(err) == 1 and "another reproduce run is using" in err[0], err
+    after = {n: (p.read_bytes(), p.stat().st_mtime_ns) for n, p in files.items()}
+    assert after == before
+    assert not (out / MANIFEST_FILE).exists() and not (out / RESULTS_FILE).exists()
+    # the lock released, the same dry run goes through (over the untouched old config)
+    with pytest.warns(RuntimeWarning, match="configuration changed"):
+        assert run_reproduce(other, out, dry_run=True)["dry_run"] is True
+    assert json.loads((out / CONFIG_FILE).read_text())["seeds"] == [0, 1]
+
+
+def test_an_interrupted_run_records_the_cells_it_finished(tmp_path, monkeypatch):
+    """manifest.json's entry of a run stopped mid-grid counts the cells it stored (kept
+    current after every cell, so a SIGKILL leaves it true as well)."""
+    out, stop_at, seen = tmp_path / "stopped", 3, []
+
+    def fake_cell(self, cell):
+        if len(seen) == stop_at:
+            # the manifest on disk already counts every stored cell before the stop
+            seen.append(json.loads((out / MANIFEST_FILE).read_text())["sessions"][-1])
+            raise KeyboardInterrupt
+        seen.append(cell.key)
+        return [{"metric": "m", "value": 1.0}]
+
+    monkeypatch.setattr(GridRunner, "run_cell", fake_cell)
+    with pytest.raises(KeyboardInterrupt):
+        run_reproduce(ReproduceConfig.from_dict({**TINY, "figures": False}), out)
+    assert _finished_cells(out) == stop_at == seen[-1]["cells_run"]
+    session = json.loads((out / MANIFEST_FILE).read_text())["sessions"][-1]
+    assert session["cells_run"] == stop_at and session["end"] is None
+    assert session["cells_skipped"] == 0
 
 
 def test_rerun_skips_everything(reference_run):

@@ -26,7 +26,6 @@ is always reused and a partial one never is. A lock file keeps two runs off one 
 
 from __future__ import annotations
 
-import fcntl
 import json
 import os
 import shutil
@@ -40,19 +39,19 @@ import torch
 from interp_unlearn.data.loading import LoadedModel, load_model, resolve
 from interp_unlearn.core.checkpoint import META_FILE, read_meta
 from interp_unlearn.pipeline.reproduce.config import CONFIG_FILE, ReproduceConfig
-from interp_unlearn.pipeline.reproduce.manifest import now_utc, update_manifest, versions
+from interp_unlearn.pipeline.reproduce.manifest import (now_utc, update_manifest,
+                                                        update_session, versions)
 from interp_unlearn.pipeline.reproduce.parallel import auto_workers, run_cells
 from interp_unlearn.pipeline.reproduce.plan import (REFERENCE_METHOD, Cell, build_plan,
                                                     model_method)
 from interp_unlearn.pipeline.reproduce.store import (PLAN_FILE, ResultsStore, load_results,
-                                                     repair_tail, short_hash)
+                                                     repair_tail, run_lock, short_hash)
 
 __all__ = ["GridRunner", "run_reproduce"]
 
 LOCALIZE_DIR = "localize"
 CHECKPOINT_DIR = "checkpoints"
 FLOOR_DIR = "floor"
-LOCK_FILE = ".lock"
 
 
 class GridRunner:
@@ -69,7 +68,8 @@ class GridRunner:
 
     # ------------------------------------------------------------------ files
     def write_setup(self) -> None:
-        """Write the resolved config and the plan (also what ``--dry-run`` does)."""
+        """Write the resolved config and the plan (also what ``--dry-run`` does); callers
+        hold the run lock (:func:`~.store.run_lock`), so a running grid's files stay."""
         self.out.mkdir(parents=True, exist_ok=True)
         old = self.out / CONFIG_FILE
         if old.is_file():
@@ -89,19 +89,9 @@ class GridRunner:
         """Run every unfinished cell, then write tables and figures; return a summary."""
         from tqdm.auto import tqdm
 
-        self.write_setup()
-        lock = open(self.out / LOCK_FILE, "w")
-        try:
-            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            lock.close()
-            raise RuntimeError(f"another reproduce run is using {self.out} (lock "
-                               f"{self.out / LOCK_FILE}); wait for it or pick another --out")
-        try:
+        with run_lock(self.out):  # before writing anything: a refused run changes nothing
+            self.write_setup()
             return self._run_locked(tqdm)
-        finally:
-            fcntl.flock(lock, fcntl.LOCK_UN)
-            lock.close()
 
     def _run_locked(self, tqdm: Any) -> dict[str, Any]:
         cfg = self.cfg
@@ -113,7 +103,8 @@ class GridRunner:
                                         "torch_version": ver["torch_version"]})
         ckdir = self.out / CHECKPOINT_DIR
         if ckdir.is_dir():
-            for stale in ckdir.glob(".tmp-*"):
+            # a killed run's temp checkpoints (and the trainer's ``..tmp-*.partial`` of one)
+            for stale in [*ckdir.glob(".tmp-*"), *ckdir.glob("..tmp-*")]:
                 shutil.rmtree(stale, ignore_errors=True)
         repair_tail(self.out / FLOOR_DIR / "results.jsonl")
         done = store.finished()
@@ -131,6 +122,7 @@ class GridRunner:
             store.write_cell(cell.key, rows, seconds=round(seconds, 3),
                              cpu_seconds=round(cpu, 3), **cell.columns())
             session["cells_run"] += 1
+            update_session(self.out, session, idx)  # a killed run's entry stays true
 
         bar = tqdm(total=len(todo), desc="reproduce", disable=not cfg.progress, unit="cell")
         try:
@@ -387,7 +379,8 @@ def run_reproduce(config: ReproduceConfig, out: str | Path, *, dry_run: bool = F
     config and the plan. Returns a summary (cells, ran, skipped, seconds, outputs)."""
     runner = GridRunner(config, out)
     if dry_run:
-        runner.write_setup()
+        with run_lock(out):  # a dry run must not rewrite a running grid's files either
+            runner.write_setup()
         kinds: dict[str, int] = {}
         for c in runner.plan:
             kinds[c.kind] = kinds.get(c.kind, 0) + 1

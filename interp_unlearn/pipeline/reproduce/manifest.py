@@ -4,7 +4,9 @@ Holds the package, torch, transformers and Python versions, the git commit of th
 source tree (and whether it had uncommitted changes) when it is a git checkout, the
 seeds, the config hash, and one entry per invocation (``sessions``: start and end time
 in UTC, cells run and skipped, seconds, threads, host). Rewritten atomically (temp file
-+ rename) at the start and the end of every invocation.
++ rename) at the start and the end of every invocation, and the invocation's entry after
+every finished cell (:func:`update_session`), so a killed run's entry still says how many
+cells it finished.
 """
 
 from __future__ import annotations
@@ -19,7 +21,8 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-__all__ = ["MANIFEST_FILE", "git_commit", "now_utc", "update_manifest", "versions"]
+__all__ = ["MANIFEST_FILE", "git_commit", "now_utc", "update_manifest", "update_session",
+           "versions"]
 
 MANIFEST_FILE = "manifest.json"
 
@@ -99,3 +102,12 @@ def update_manifest(run_dir: str | Path, *, config: Any, session: dict[str, Any]
     }
     _write_atomic(path, data)
     return session_index
+
+
+def update_session(run_dir: str | Path, session: dict[str, Any], session_index: int) -> None:
+    """Rewrite only entry ``session_index`` of ``manifest.json``'s sessions (cheap: no
+    version or git look-up); the manifest must exist (:func:`update_manifest`)."""
+    path = Path(run_dir) / MANIFEST_FILE
+    data = json.loads(path.read_text())
+    data["sessions"][session_index] = session
+    _write_atomic(path, data)

@@ -18,6 +18,8 @@ cells of the run's current plan, ``plan.json``).
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import hashlib
 import json
 import os
@@ -30,12 +32,36 @@ import pandas as pd
 
 from interp_unlearn.attacks.floor import read_results
 
-__all__ = ["DONE_METRIC", "PLAN_FILE", "RESULTS_FILE", "ResultsStore", "load_results",
-           "read_results"]
+__all__ = ["DONE_METRIC", "LOCK_FILE", "PLAN_FILE", "RESULTS_FILE", "ResultsStore",
+           "load_results", "read_results", "run_lock"]
 
 RESULTS_FILE = "results.jsonl"
 PLAN_FILE = "plan.json"
 DONE_METRIC = "_cell_done"
+LOCK_FILE = ".lock"
+
+
+@contextlib.contextmanager
+def run_lock(run_dir: str | Path) -> Any:
+    """Hold the exclusive run lock of ``run_dir`` (``RUN/.lock``, an ``flock``; created
+    with the directory if missing) for the ``with`` block. Raises ``RuntimeError`` at once,
+    having written nothing else, if another run (any process) holds it."""
+    run_dir = Path(run_dir)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    path = run_dir / LOCK_FILE
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise RuntimeError(f"another reproduce run is using {run_dir} (lock {path}); "
+                               "wait for it or pick another --out") from None
+        try:
+            yield path
+        finally:
+            fcntl.flock(fd, fcntl.LOCK_UN)
+    finally:
+        os.close(fd)
 
 
 def _finished(rows: list[dict[str, Any]]) -> dict[str, tuple[list[dict], dict]]:
