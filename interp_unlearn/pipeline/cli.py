@@ -123,7 +123,7 @@ def build_parser() -> argparse.ArgumentParser:
     loc.add_argument("--score", choices=("lofit", "ablation"), default="lofit",
                      help="lofit: the paper's learned head scales ||A[l,h]|| (default); "
                           "ablation: forget-specific ablation attribution on held-out MCQs "
-                          "(interp_unlearn.attribution; not the paper's method)")
+                          "(interp_unlearn.localize.attribution; not the paper's method)")
     loc.add_argument("--formats", default="html,png,svg",
                      help="heatmap formats (html needs nothing; png/svg/pdf need chromium)")
     add_common_arguments(

@@ -41,8 +41,9 @@ def add_unlearn_arguments(p: argparse.ArgumentParser) -> argparse.ArgumentParser
     p.add_argument("--retain-corpus", default=None,
                    help="retain | general | retain+general | none | JSONL path")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
-                   help="method parameter, e.g. --set layer=2 --set steering_coeff=20 "
-                        "(values parsed as JSON when possible)")
+                   help="method parameter, e.g. --set layer=2 --set steering_coeff=20 (read "
+                        "by the parameter's type, true/false for booleans; checked before "
+                        "loading)")
     p.add_argument("--threads", type=int, default=0)
     p.add_argument("--overwrite", action="store_true",
                    help="replace a non-empty --out (never allowed: the input model itself)")
