@@ -18,7 +18,7 @@ import sys
 import warnings
 from typing import Any
 
-__all__ = ["MODULE_ALIASES", "NAME_MOVES", "install", "moved_name"]
+__all__ = ["MODULE_ALIASES", "NAME_MOVES", "install", "moved_getattr", "moved_name"]
 
 _P = "interp_unlearn"
 _METHODS = ("rmu", "almpu", "ga", "ga_mp", "npo", "npo_sam", "dpo", "rmu_lat", "adaptive_rmu")
@@ -69,6 +69,14 @@ def moved_name(package: str, name: str) -> Any:
         raise AttributeError(f"module {package!r} has no attribute {name!r}")
     _warn(f"{package}.{name}", f"{target}.{name}")
     return getattr(importlib.import_module(target), name)
+
+
+def moved_getattr(package: str):
+    """A module ``__getattr__`` serving the names that left ``package`` (:data:`NAME_MOVES`):
+    ``__getattr__ = moved_getattr(__name__)``."""
+    def __getattr__(name: str) -> Any:
+        return moved_name(package, name)
+    return __getattr__
 
 
 class _AliasLoader(importlib.abc.Loader):

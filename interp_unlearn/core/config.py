@@ -117,8 +117,9 @@ def parse_assignments(items: Any, cls: type, what: str | None = None) -> dict[st
 class ConfigBase:
     """Mixin for config dataclasses (see the module docstring)."""
 
-    #: fields serialised by ``to_dict`` in a custom way (overridden per config)
     def to_dict(self) -> dict[str, Any]:
+        """JSON-safe values (tuples as lists, paths as strings); configs with fields that
+        need more (``UnlearnConfig``'s in-memory texts) override it."""
         return {f.name: _jsonable(getattr(self, f.name))
                 for f in dataclasses.fields(self)}  # type: ignore[arg-type]
 

@@ -71,6 +71,7 @@ from interp_unlearn.localize.data import (PARAPHRASE_QUESTIONS, _collate, _token
 from interp_unlearn.localize.stability import (STABILITY_FILE, MultiSeedLocalization, jaccard,
                                                localize_seeds, scale_report, spearman,
                                                stability_report, write_stability)
+from interp_unlearn._compat import moved_getattr
 
 __all__ = [
     "BACKENDS",
@@ -104,6 +105,4 @@ __all__ = [
 ]
 
 
-def __getattr__(name: str):  # run_localize / FIGURE_STEM moved to the pipeline (issue 17)
-    from interp_unlearn._compat import moved_name
-    return moved_name(__name__, name)
+__getattr__ = moved_getattr(__name__)  # run_localize / FIGURE_STEM moved to the pipeline (issue 17)

@@ -64,6 +64,7 @@ from interp_unlearn.localize import _collate, _tokenize, causal_lm_loss
 from interp_unlearn.core.config import ConfigBase
 from interp_unlearn.core.mcq import MCQ, N_CHOICES
 from interp_unlearn.core.selection import write_heads
+from interp_unlearn._compat import moved_getattr
 
 __all__ = ["ATTRIBUTION_SCORES", "ATTRIBUTION_SIGNALS", "attribution_pools", "AttributionConfig", "AttributionResult", "head_attribution",
 ]
@@ -277,6 +278,4 @@ def head_attribution(model: PreTrainedModel | TransformerBridge, tokenizer: Any,
 
 
 
-def __getattr__(name: str):  # names that moved to the pipeline (issue 17)
-    from interp_unlearn._compat import moved_name
-    return moved_name(__name__, name)
+__getattr__ = moved_getattr(__name__)  # names that moved to the pipeline (issue 17)

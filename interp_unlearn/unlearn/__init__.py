@@ -13,6 +13,7 @@ from interp_unlearn.unlearn.registry import (UnlearnMethod, available_methods, g
 from interp_unlearn.unlearn.trainer import (NonFiniteLossError, Trainer, UnlearnConfig,
                                             UnlearnResult, parse_heads)
 from interp_unlearn.unlearn.api import unlearn
+from interp_unlearn._compat import moved_getattr
 
 __all__ = [
     "NonFiniteLossError",
@@ -28,6 +29,4 @@ __all__ = [
 ]
 
 
-def __getattr__(name: str):  # the command line moved to the pipeline (issue 17)
-    from interp_unlearn._compat import moved_name
-    return moved_name(__name__, name)
+__getattr__ = moved_getattr(__name__)  # the command line moved to the pipeline (issue 17)

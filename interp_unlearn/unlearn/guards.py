@@ -45,8 +45,9 @@ class Diverged(Exception):
 
 @torch.no_grad()
 def weight_norm(params: Iterable[torch.Tensor]) -> float:
-    """The L2 norm of all ``params`` together (float64 accumulation)."""
-    return math.sqrt(sum(float(p.detach().double().pow(2).sum()) for p in params))
+    """The L2 norm of all ``params`` together: one norm per tensor in its own dtype (no
+    float64 copy of a 7B model's weights every step), the squares summed in Python."""
+    return math.sqrt(sum(float(torch.linalg.vector_norm(p.detach())) ** 2 for p in params))
 
 
 def check_weight_growth(norm: float, start: float) -> None:

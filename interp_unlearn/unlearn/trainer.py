@@ -83,6 +83,7 @@ from interp_unlearn.unlearn.output import check_out_dir, partial_dir, publish
 from interp_unlearn.unlearn.context import MethodContext, NonFiniteLossError, UnlearnResult
 from interp_unlearn.unlearn.losses import (lm_loss, masked_mse,
                                            sequence_logprob, token_logprobs)  # noqa: F401
+from interp_unlearn._compat import moved_getattr
 
 # ---------------------------------------------------------------------------- trainer
 
@@ -278,18 +279,12 @@ class Trainer:
                     try:
                         values = self.train_step()
                     except _NonFinite as err:
-                        self.save(status="stopped_non_finite",
-                                         extra={"stopped_at_step": self.step,
-                                                "term": err.term,
-                                                "weights": "after the θ update of this step"
-                                                if err.after_update else
-                                                "before this step"},
-                                         steps_completed=self.step if err.after_update
-                                         else self.step - 1)
-                        self._log({"step": self.step, "error": "non-finite", "term": err.term,
-                                   "value": str(err.value)})
-                        fh.close()
-                        ckpt = self.out_dir = publish(self.out_dir, self.final_dir)
+                        ckpt = self._stop(
+                            fh, "stopped_non_finite",
+                            {"term": err.term, "weights": "after the θ update of this step"
+                             if err.after_update else "before this step"},
+                            {"error": "non-finite", "term": err.term, "value": str(err.value)},
+                            steps_completed=self.step if err.after_update else self.step - 1)
                         raise NonFiniteLossError(c.method, self.step, err.term, err.value,
                                                  ckpt) from None
                     except Diverged as err:
@@ -329,12 +324,21 @@ class Trainer:
         (self.out_dir / RESULT_FILE).write_text(json.dumps(result.to_dict(), indent=1))
         return result
 
+    def _stop(self, fh: Any, status: str, extra: dict[str, Any], record: dict[str, Any],
+              steps_completed: int | None = None) -> Path:
+        """An early stop: save the weights with ``status``, log ``record``, publish the run
+        directory; returns the checkpoint."""
+        self.save(status=status, extra={"stopped_at_step": self.step, **extra},
+                  steps_completed=steps_completed)
+        self._log({"step": self.step, **record})
+        fh.close()
+        self.out_dir = publish(self.out_dir, self.final_dir)
+        return self.out_dir
+
     def _stop_diverged(self, fh: Any, reason: str) -> None:
         """Save the weights as they are with status ``diverged``, publish, raise."""
-        self.save(status="diverged", extra={"stopped_at_step": self.step, "reason": reason})
-        self._log({"step": self.step, "error": "diverged", "reason": reason})
-        fh.close()
-        ckpt = self.out_dir = publish(self.out_dir, self.final_dir)
+        ckpt = self._stop(fh, "diverged", {"reason": reason},
+                          {"error": "diverged", "reason": reason})
         raise DivergenceError(self.config.method, self.step, reason, ckpt)
 
     def _diagnostics(self, final: bool = False) -> dict[str, Any]:
@@ -357,6 +361,4 @@ class _NonFinite(Exception):
         self.after_update = False
 
 
-def __getattr__(name: str):  # names that moved to the pipeline (issue 17)
-    from interp_unlearn._compat import moved_name
-    return moved_name(__name__, name)
+__getattr__ = moved_getattr(__name__)  # names that moved to the pipeline (issue 17)
