@@ -3,12 +3,15 @@
 The curated public API (loaded on first use, so ``import interp_unlearn`` stays fast)::
 
     import interp_unlearn as iu
-    from interp_unlearn.unlearn import unlearn
-    lm = iu.load_model("organism")                          # or a local HF checkpoint
-    iu.evaluate_mcq(lm.model, lm.tokenizer, lm.mcq_path("forget"), iu.EvalConfig())
-    res = iu.run_localize("organism", top_k=4, out_dir="runs/loc")
-    out = unlearn("organism", "almpu", heads=res.selected, out_dir="runs/almpu")
-    iu.run_floor(out.checkpoint, samples=[0, 10, 50], seeds=[0, 1, 2])
+    lm = iu.load("organism")              # or "smollm2-135m", a checkpoint dir, a hub name
+    iu.evaluate(lm, "forget")             # EvalResult; scoring follows the model
+    loc = iu.localize(lm, top_k=4)        # ALMPU phase 1 -> runs/localize-organism
+    out = iu.unlearn("organism", "almpu", heads=loc.selected, out_dir="runs/almpu")
+    iu.attack(out.checkpoint, "finetune", samples=[0, 10, 50], seeds=[0, 1, 2])
+    iu.lens(out.checkpoint)               # per-block accuracy, forget and retain
+
+The verbs (:mod:`interp_unlearn.pipeline.front`) take loaded models or names; the
+lower-level functions below take HF models and tokenizers.
 
 The package is layered (imports point only down): ``core`` (shared helpers) ->
 ``interventions``, ``data`` -> ``evaluation`` -> the stages ``localize``, ``unlearn``,
@@ -51,9 +54,12 @@ _API: dict[str, str] = {
     "logit_lens": "interp_unlearn.evaluation.logit_lens",
     "run_logit_lens": "interp_unlearn.evaluation.logit_lens",
     "ablation_table": "interp_unlearn.evaluation.causal",
+    # the front door's verbs (taking loaded models or names; interp_unlearn.pipeline.front);
+    # ``localize`` and ``unlearn`` are the subpackages, callable as the verbs
+    "load": "interp_unlearn.pipeline.front", "evaluate": "interp_unlearn.pipeline.front",
+    "attack": "interp_unlearn.pipeline.front", "lens": "interp_unlearn.pipeline.front",
+    "localize": "", "unlearn": "",
     # stages
-    # (the functions ``localize`` and ``unlearn`` share their names with the subpackages:
-    # import them from ``interp_unlearn.localize`` / ``interp_unlearn.unlearn``)
     "LocalizeConfig": "interp_unlearn.localize", "UnlearnConfig": "interp_unlearn.unlearn",
     "Trainer": "interp_unlearn.unlearn", "available_methods": "interp_unlearn.unlearn",
     "run_attack": "interp_unlearn.attacks", "run_floor": "interp_unlearn.attacks",
@@ -75,6 +81,8 @@ def __getattr__(name: str) -> Any:
         raise AttributeError(f"module 'interp_unlearn' has no attribute {name!r}")
     import importlib
 
+    if not module:  # a callable subpackage (interp_unlearn._compat.make_callable)
+        return importlib.import_module(f"{__name__}.{name}")
     value = getattr(importlib.import_module(module), name)
     globals()[name] = value
     return value

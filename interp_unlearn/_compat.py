@@ -7,6 +7,16 @@ path still imports -- ``import interp_unlearn.evaluate`` gives the module now at
 names that moved out of a package (``interp_unlearn.localize.run_localize``, ...) are
 served by that package's ``__getattr__``. This is the only module that may point anywhere
 in the package; the import-graph test exempts it.
+
+It also makes the subpackages ``localize`` and ``unlearn`` callable as the front door's
+verbs (:func:`make_callable`): Python binds an imported subpackage to its parent's
+attribute of the same name, so a function ``interp_unlearn.localize`` would be replaced by
+the module the first time anything imports ``interp_unlearn.localize.*``; instead the
+module's class becomes :class:`VerbModule`, whose ``__call__`` looks the verb up in
+:mod:`interp_unlearn.pipeline.front` lazily, by name (as ``interp_unlearn.__init__`` does
+for the public API). The same holds for the old module path ``interp_unlearn.evaluate``:
+importing it rebinds ``iu.evaluate`` to the module it aliases, which is therefore made
+callable as the verb too.
 """
 
 from __future__ import annotations
@@ -15,10 +25,12 @@ import importlib
 import importlib.abc
 import importlib.util
 import sys
+import types
 import warnings
 from typing import Any
 
-__all__ = ["MODULE_ALIASES", "NAME_MOVES", "install", "moved_getattr", "moved_name"]
+__all__ = ["FRONT_VERBS", "MODULE_ALIASES", "NAME_MOVES", "VerbModule", "install", "make_callable",
+           "moved_getattr", "moved_name"]
 
 _P = "interp_unlearn"
 _METHODS = ("rmu", "almpu", "ga", "ga_mp", "npo", "npo_sam", "dpo", "rmu_lat", "adaptive_rmu")
@@ -42,6 +54,9 @@ MODULE_ALIASES: dict[str, str] = {f"{_P}.{a}": f"{_P}.{b}" for a, b in {
         "tables", "_render")},
     **{f"unlearn.{m}": f"unlearn.methods.{m}" for m in _METHODS},
 }.items()}
+
+#: the front door's verbs (:mod:`interp_unlearn.pipeline.front`)
+FRONT_VERBS = ("load", "evaluate", "localize", "unlearn", "attack", "lens")
 
 #: (package, name) -> the module that now holds ``name`` (names that left a package)
 NAME_MOVES: dict[tuple[str, str], str] = {
@@ -87,6 +102,9 @@ class _AliasLoader(importlib.abc.Loader):
         _warn(spec.name, self.new)
         module = importlib.import_module(self.new)
         self._real_spec = module.__spec__
+        short = spec.name[len(_P) + 1:]
+        if short in FRONT_VERBS:  # the old module path interp_unlearn.evaluate is also the
+            make_callable(self.new, short)  # verb iu.evaluate: Python rebinds iu.evaluate
         return module
 
     def exec_module(self, module: Any) -> None:
@@ -109,3 +127,18 @@ def install() -> None:
     """Put the alias finder on ``sys.meta_path`` (once)."""
     if not any(isinstance(f, _AliasFinder) for f in sys.meta_path):
         sys.meta_path.insert(0, _AliasFinder())
+
+
+class VerbModule(types.ModuleType):
+    """A module that, called, calls ``interp_unlearn.pipeline.front.<__verb__>``."""
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        front = importlib.import_module(f"{_P}.pipeline.front")
+        return getattr(front, self.__dict__["__verb__"])(*args, **kwargs)
+
+
+def make_callable(module_name: str, verb: str) -> None:
+    """Make the already-imported module ``module_name`` callable as the front-door verb."""
+    module = sys.modules[module_name]
+    module.__verb__ = verb
+    module.__class__ = VerbModule

@@ -74,8 +74,8 @@ ModelSpec = str | os.PathLike | LoadedModel
 # ------------------------------------------------------------------------ attack data
 
 
-def attack_corpus(world_dir: str | Path | None, data: str = "forget", pool: str = "attack"
-                  ) -> tuple[list[str], str, list[str]]:
+def attack_corpus(world_dir: str | Path | None, data: str = "forget", pool: str = "attack",
+                  real_set: str | Path | None = None) -> tuple[list[str], str, list[str]]:
     """``(texts, pool_label, corpus_files)`` for an attack's training / prompt data.
 
     ``data``: ``forget`` | ``unrelated`` | a path to a ``{"text": ...}`` JSONL file.
@@ -89,6 +89,8 @@ def attack_corpus(world_dir: str | Path | None, data: str = "forget", pool: str 
         if p.suffix in (".jsonl", ".json") or p.is_file():
             return read_texts(p), "file", [str(p)]
         raise ValueError(f"data must be one of {DATA_KINDS} or a JSONL corpus path, got {data!r}")
+    if world_dir is None and real_set is not None:
+        return _real_set_corpus(real_set, data, pool)
     if world_dir is None:
         raise ValueError(f"data={data!r} needs the model's synthetic world (its "
                          "interp_unlearn.json has no world_dir); pass a JSONL corpus path")
@@ -100,6 +102,25 @@ def attack_corpus(world_dir: str | Path | None, data: str = "forget", pool: str 
     for name in names:
         texts += read_texts(corpus_path(world_dir, name))
     return texts, pool, [f"{n}.jsonl" for n in names]
+
+
+def _real_set_corpus(real_set: str | Path, data: str, pool: str
+                     ) -> tuple[list[str], str, list[str]]:
+    """A packaged real model's shipped corpora (:mod:`interp_unlearn.data.packaged`): the
+    forget corpus covers the scored facts (no disjoint attack pool: only ``pool="same"``);
+    ``unrelated`` is the retain corpus (geography and history, unrelated to the forget
+    domain), recorded with its file name."""
+    from interp_unlearn.data.packaged import real_set_path
+
+    if data == "unrelated":
+        path = real_set_path(real_set, "retain", "corpora")
+        return read_texts(path), "general", [path.name]
+    if pool != "same":
+        raise ValueError("the shipped real-knowledge set has no disjoint attack pool (its "
+                         "forget corpus states the scored facts): use pool='same' (CLI: "
+                         "--pool same, the ALMPU paper's protocol) or pass a corpus file")
+    path = real_set_path(real_set, "forget", "corpora")
+    return read_texts(path), "same", [path.name]
 
 
 def sample_texts(texts: Sequence[str], n: int, seed: int, *, repeat: bool = False) -> list[str]:
@@ -259,7 +280,8 @@ def _sample_for(lm: LoadedModel, data: str, pool: str, n: int, seed: int
         return None, None
     kind = "unrelated" if pool == "general" else data
     try:
-        corpus, _, _ = attack_corpus(lm.world_dir, kind, pool if pool in POOLS else "attack")
+        corpus, _, _ = attack_corpus(lm.world_dir, kind, pool if pool in POOLS else "attack",
+                                     real_set=lm.meta.get("real_set"))
     except (ValueError, FileNotFoundError):
         return None, None
     with warnings.catch_warnings():

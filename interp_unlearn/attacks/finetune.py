@@ -340,7 +340,8 @@ def finetune_attack(model: ModelSpec, n: int, seed: int = 0, *, data: str = "for
         raise ValueError(f"pool must be one of {POOLS}, got {pool!r}")
     lm = load_attack_target(model, copy_weights=n > 0)
     if texts is None:
-        corpus, pool_label, files = attack_corpus(lm.world_dir, data, pool)
+        corpus, pool_label, files = attack_corpus(lm.world_dir, data, pool,
+                                                     real_set=lm.meta.get("real_set"))
     else:
         corpus, pool_label, files = list(texts), "given", []
     sample = sample_texts(corpus, n, seed, repeat=repeat)

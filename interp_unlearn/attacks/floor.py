@@ -89,13 +89,25 @@ RECOVERED = {"accuracy": "recovery", "accuracy_taught": "recovery_taught",
              "accuracy_restored": "recovery_restored"}
 
 
-def add_recovery(df: pd.DataFrame) -> pd.DataFrame:
+def add_recovery(df: pd.DataFrame, unavailable: str | None = None) -> pd.DataFrame:
     """Append ``recovery`` (and ``recovery_taught`` / ``recovery_restored``) rows for the
-    target (see the module docstring)."""
+    target (see the module docstring).
+
+    ``unavailable``: why the twin or the original is missing (e.g. a real model has no
+    never-learned twin): each target forget row then gets a recovery row with value NaN
+    and ``info`` ``{"unavailable": reason}`` -- reported as unavailable, not dropped."""
     df = df[~df["metric"].isin(list(RECOVERED.values()))]
     new = []
     for acc_metric, rec_metric in RECOVERED.items():
         acc = df[(df["metric"] == acc_metric) & (df["domain"] == "forget")]
+        if unavailable is not None:
+            for _, row in acc[acc["role"] == "target"].iterrows():
+                out = {**row.to_dict(), "metric": rec_metric, "value": float("nan"),
+                       "info": json.dumps({"unavailable": unavailable})}
+                for col in ("correct_bits", "entity_ids"):
+                    out.pop(col, None)
+                new.append(out)
+            continue
         if acc.empty or not {"target", "twin", "original"} <= set(acc["role"]):
             continue
         ref = {role: acc[acc["role"] == role].set_index(_GROUP)["value"]
@@ -194,15 +206,22 @@ def run_floor(target: ModelSpec, attack: str = "finetune", *, data: str = "forge
     tlm = desc.lm
     derived_orig, derived_twin = related_models(target)
     specs: dict[str, ModelSpec] = {"target": target}
+    missing = []
     for role, given, derived in (("twin", twin, derived_twin), ("original", original, derived_orig)):
         if role not in roles:
             continue
         spec = given if given is not None else derived
         if spec is None:
+            missing.append(role)
             warnings.warn(f"cannot derive the {role} of {tlm.name}; pass {role}= (running "
-                          "without it: no recovery)", RuntimeWarning, stacklevel=2)
+                          "without it: recovery is reported as unavailable, NaN)",
+                          RuntimeWarning, stacklevel=2)
             continue
         specs[role] = spec
+    unavailable = None
+    if missing and "target" in roles:
+        what = {"twin": "no never-learned twin", "original": "no original model"}
+        unavailable = " and ".join(what[r] for r in missing) + f" for {tlm.name}"
     if "target" not in roles:
         specs.pop("target")
     labels = {role: model_label(spec) for role, spec in specs.items()}
@@ -301,9 +320,10 @@ def run_floor(target: ModelSpec, attack: str = "finetune", *, data: str = "forge
     df = pd.DataFrame(table)
     if df.empty:
         return df
-    df = add_recovery(df)
+    df = add_recovery(df, unavailable)
     front = ["method", "role", "attack", "data", "pool", "N", "seed", "domain", "metric", "value"]
     df = df[front + [c for c in df.columns if c not in front]]
+    df.attrs["unavailable"] = unavailable
     if out is not None:
         d = Path(out)
         for name, table in (("results.csv", df), ("summary.csv", summarize(df))):

@@ -154,7 +154,8 @@ def head_restore_attack(model: ModelSpec, n: int, seed: int = 0, *, heads: Any =
         base.lr if config is not None else _DEFAULT_LR[mode]))
     lm = load_attack_target(model, copy_weights=n > 0 and mode == "weights")
     head_list = resolve_heads(heads, lm)
-    corpus, pool_label, files = attack_corpus(lm.world_dir, data, pool)
+    corpus, pool_label, files = attack_corpus(lm.world_dir, data, pool,
+                                                     real_set=lm.meta.get("real_set"))
     config_d = {"mode": mode, "heads": [list(h) for h in head_list],
                 **({"kappa": kappa, "epsilon": epsilon} if mode == "delta" else {}),
                 **{k: v for k, v in cfg.to_dict().items() if k != "method"}}

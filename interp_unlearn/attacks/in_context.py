@@ -23,7 +23,8 @@ import numpy as np
 import pandas as pd
 
 from interp_unlearn.evaluation.scoring import (EvalConfig, EvalResult, _ci95, _pad_id,
-                                               build_requests, resolve_max_length,
+                                               build_requests, resolve_config,
+                                               resolve_max_length,
                                                score_requests, tokenize_requests)
 from interp_unlearn.core.mcq import MCQ, N_CHOICES
 from interp_unlearn.attacks.common import (AttackResult, ModelSpec, attack_corpus,
@@ -36,6 +37,7 @@ def evaluate_with_prefix(model: Any, tokenizer: Any, items: Sequence[MCQ], confi
                          prefix: str = "") -> EvalResult:
     """``evaluate_mcq`` with ``prefix`` prepended to every context (``""``: identical to
     ``evaluate_mcq``). Also reports how many requests were left-truncated."""
+    config = resolve_config(config, model)
     items = list(items)
     max_length = config.max_length or resolve_max_length(model, tokenizer)
     pairs = [(prefix + ctx, cont) for ctx, cont in
@@ -63,7 +65,8 @@ def in_context_attack(model: ModelSpec, n: int, seed: int = 0, *, data: str = "f
                       batch_size: int = 32, **_: Any) -> AttackResult:
     """Score ``model`` with ``n`` attack documents prepended to every question."""
     lm = load_attack_target(model, copy_weights=False)
-    corpus, pool_label, files = attack_corpus(lm.world_dir, data, pool)
+    corpus, pool_label, files = attack_corpus(lm.world_dir, data, pool,
+                                                     real_set=lm.meta.get("real_set"))
     docs = sample_texts(corpus, n, seed)
     prefix = separator.join(docs) + separator if docs else ""
     info: dict[str, Any] = {"corpus": files, "prefix_tokens": len(lm.tokenizer(prefix)["input_ids"])

@@ -140,7 +140,8 @@ def orthogonalize_attack(model: ModelSpec, n: int, seed: int = 0, *,
     if mode not in ORTHO_MODES:
         raise ValueError(f"mode must be one of {ORTHO_MODES}, got {mode!r}")
     lm = load_attack_target(model, copy_weights=False)
-    corpus, pool_label, files = attack_corpus(lm.world_dir, data, pool)
+    corpus, pool_label, files = attack_corpus(lm.world_dir, data, pool,
+                                                     real_set=lm.meta.get("real_set"))
     info: dict[str, Any] = {"corpus": files}
     config = {"mode": mode, "layer": layer, "max_length": max_length}
     scoring_ = scoring or lm.default_scoring

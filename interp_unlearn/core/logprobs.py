@@ -4,14 +4,14 @@
 The ground-floor half of the evaluator: ``(context, continuation)`` string pairs ->
 :func:`tokenize_requests` -> :func:`make_batches` -> (any logits: the model's,
 :func:`forward_logits`, or a logit lens's) -> :func:`continuation_logprobs`.
-:func:`score_requests` runs the whole chain on a model. Prompts, MCQ scoring and results
+:func:`~interp_unlearn.core.request_scoring.score_requests` runs the whole chain on a
+model, each distinct context once. Prompts, MCQ scoring and results
 live in :mod:`interp_unlearn.evaluation.scoring`.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
-import math
 from dataclasses import dataclass
 from typing import Any
 
@@ -19,11 +19,10 @@ import torch
 import torch.nn.functional as F
 from jaxtyping import Float, Int
 from torch import Tensor
-from tqdm.auto import tqdm
 
 __all__ = ["Batch", "TokenizedRequest", "continuation_logprobs", "encode_pair",
-           "forward_logits", "make_batches", "model_device", "pad_id", "resolve_max_length",
-           "score_requests", "tok_encode", "tokenize_requests"]
+           "forward_logits", "make_batches", "model_device", "output_logits", "pad_id",
+           "resolve_max_length", "tok_encode", "tokenize_requests"]
 
 # lm-eval's fallbacks when neither the model config nor the tokenizer give a length.
 _DEFAULT_MAX_LENGTH = 2048
@@ -110,16 +109,56 @@ def resolve_max_length(model: Any, tokenizer: Any = None) -> int:
     return _DEFAULT_MAX_LENGTH
 
 
+def _encode_many(tokenizer: Any, strings: Sequence[str],
+                 add_bos_token: bool | None) -> dict[str, list[int]]:
+    """:func:`tok_encode` of each distinct string, in one batched tokenizer call per
+    ``add_special_tokens`` setting (a tokenizer without ``__call__`` is asked one by one)."""
+    unique = list(dict.fromkeys(strings))
+    if not callable(tokenizer):
+        return {s: tok_encode(tokenizer, s, add_bos_token=add_bos_token) for s in unique}
+    prefix_id = _prefix_token_id(tokenizer)
+    prefix = tokenizer.decode(prefix_id) if prefix_id is not None else None
+    default = True if add_bos_token is None else add_bos_token  # encode()'s default: True
+    by_flag: dict[bool, list[str]] = {True: [], False: []}
+    for string in unique:
+        starts = prefix is not None and string.startswith(prefix)
+        by_flag[False if starts else default].append(string)
+    out: dict[str, list[int]] = {}
+    for flag, batch in by_flag.items():
+        if batch:
+            ids = tokenizer(batch, add_special_tokens=flag)["input_ids"]
+            out.update(zip(batch, (list(i) for i in ids)))
+    return out
+
+
 def tokenize_requests(tokenizer: Any, requests: Sequence[tuple[str, str]], max_length: int,
                       add_bos_token: bool | None = None) -> list[TokenizedRequest]:
     """Encode ``(context, continuation)`` pairs (:func:`encode_pair`) and build model
     inputs like ``HFLM._loglikelihood_tokens``: ``(context + continuation)`` keeps its
-    last ``max_length + 1`` tokens (left truncation) and drops the final token."""
+    last ``max_length + 1`` tokens (left truncation) and drops the final token.
+
+    Each distinct string is encoded once, in batched tokenizer calls; the result is
+    :func:`encode_pair`'s, request by request."""
     if isinstance(max_length, bool) or not isinstance(max_length, int) or max_length < 1:
         raise ValueError(f"max_length must be a positive int, got {max_length!r}")
+    split: list[tuple[str, str] | None] = []
+    for context, continuation in requests:
+        if context == "":
+            split.append(None)  # the prefix-token case: encode_pair, one by one
+            continue
+        n_spaces = len(context) - len(context.rstrip())
+        if n_spaces > 0:
+            context, continuation = context[:-n_spaces], context[-n_spaces:] + continuation
+        split.append((context, continuation))
+    encoded = _encode_many(tokenizer, [s for pair in split if pair is not None
+                                       for s in (pair[0], pair[0] + pair[1])], add_bos_token)
     out = []
-    for i, (context, continuation) in enumerate(requests):
-        ctx, cont = encode_pair(tokenizer, context, continuation, add_bos_token)
+    for i, ((context, continuation), pair) in enumerate(zip(requests, split)):
+        if pair is None:
+            ctx, cont = encode_pair(tokenizer, context, continuation, add_bos_token)
+        else:
+            ctx = encoded[pair[0]]
+            cont = encoded[pair[0] + pair[1]][len(ctx):]
         if not ctx or not cont:
             raise ValueError(f"request {i}: context {context!r} / continuation "
                              f"{continuation!r} encode to {len(ctx)} / {len(cont)} tokens; "
@@ -194,9 +233,13 @@ def make_batches(requests: Sequence[TokenizedRequest], batch_size: int, pad_id: 
 
 
 def forward_logits(model: Any, batch: Batch) -> Float[Tensor, "rows pos vocab"]:
-    """``model(input_ids=..., attention_mask=...)`` as logits; the model may return a
-    tensor (TransformerLens) or an object / dict with ``logits`` (transformers)."""
-    out = model(input_ids=batch.input_ids, attention_mask=batch.attention_mask)
+    """``model(input_ids=..., attention_mask=...)`` as logits (:func:`output_logits`)."""
+    return output_logits(model(input_ids=batch.input_ids, attention_mask=batch.attention_mask))
+
+
+def output_logits(out: Any) -> Float[Tensor, "rows pos vocab"]:
+    """The logits of a model's output: a tensor (TransformerLens) or an object / dict with
+    ``logits`` (transformers)."""
     if isinstance(out, Tensor):
         return out
     logits = getattr(out, "logits", None)
@@ -260,30 +303,3 @@ def pad_id(tokenizer: Any) -> int:
         if value is not None:
             return int(value)
     return 0
-
-
-def score_requests(model: Any, requests: Sequence[TokenizedRequest], batch_size: int,
-                   pad_id: int, progress: bool = False) -> Float[Tensor, " requests"]:
-    """Summed continuation log-probabilities of ``requests`` (in their order), with
-    ``batch_size`` rows per forward pass under ``torch.inference_mode()``. Identical
-    requests are scored once (so they tie exactly, as under lm-eval's logits cache). An
-    ``nn.Module`` is put in eval mode for the call and restored afterwards."""
-    device = model_device(model)
-    unique = list(dict.fromkeys(requests))
-    position = {req: i for i, req in enumerate(unique)}
-    scores = torch.full((len(unique),), float("nan"), dtype=torch.float32)
-    n_batches = math.ceil(len(unique) / batch_size) if unique else 0
-    was_training = isinstance(model, torch.nn.Module) and model.training
-    if was_training:
-        model.eval()
-    try:
-        with torch.inference_mode():
-            for batch in tqdm(make_batches(unique, batch_size, pad_id), total=n_batches,
-                              disable=not progress, desc="Scoring MCQ"):
-                batch = batch.to(device)
-                lp = continuation_logprobs(forward_logits(model, batch), batch)
-                scores[batch.request_idx.cpu()] = lp.float().cpu()
-    finally:
-        if was_training:
-            model.train()
-    return scores[torch.tensor([position[req] for req in requests], dtype=torch.long)]

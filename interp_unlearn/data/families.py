@@ -75,6 +75,7 @@ __all__ = [
     "Family",
     "ModelInfo",
     "UnknownFamilyWarning",
+    "UnvalidatedPresetWarning",
     "detect_family",
     "model_info",
     "scaled_layer",
@@ -88,6 +89,10 @@ ORGANISM_L1_LAMBDA = 1e-4           # its phase-1 L1 coefficient (module docstri
 
 class UnknownFamilyWarning(UserWarning):
     """The model's family is not in :data:`FAMILIES`; :data:`FALLBACK` is used."""
+
+
+class UnvalidatedPresetWarning(UserWarning):
+    """A method runs on a family its preset was not validated on (or with no preset)."""
 
 
 @dataclass(frozen=True)

@@ -15,6 +15,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedModel
@@ -87,7 +88,17 @@ class LoadedModel:
         return self.meta.get("eval_pool", "eval")
 
     def mcq_path(self, domain: str, pool: str | None = None) -> Path:
-        """The organism's own MCQ file for ``forget``/``retain`` (default: its eval pool)."""
+        """The model's own MCQ file for ``forget``/``retain``: an organism's world set
+        (default: its eval pool), a packaged real model's shipped real-knowledge set
+        (:mod:`.packaged`; ``eval``, the scored questions, or ``practice``, a disjoint
+        set for tuning and head selection)."""
+        if self.world_dir is None and self.meta.get("real_set"):
+            if pool not in (None, "eval", "practice"):
+                raise ValueError(f"{self.name}'s real-knowledge sets have the pools 'eval' "
+                                 f"and 'practice', not {pool!r}")
+            from interp_unlearn.data.packaged import real_set_path
+            name = domain if pool in (None, "eval") else f"{domain}-practice"
+            return real_set_path(self.meta["real_set"], name)
         pool = pool or self.eval_pool
         if self.world_dir is None:
             raise ValueError(f"{self.name} carries no synthetic world ({META_FILE} has no "
@@ -171,24 +182,69 @@ def _offline_env() -> bool:
 
 
 def resolve(name_or_path: str | os.PathLike) -> tuple[str, Path | None]:
-    """Return ``(kind, path)`` with kind ``builtin``, ``local`` or ``hub``."""
+    """Return ``(kind, path)`` with kind ``builtin``, ``packaged`` (a real model inside an
+    installed PyPI package, :mod:`.packaged`), ``local`` or ``hub``."""
     s = str(name_or_path)
     if s in BUILTIN:
         return "builtin", builtin_path(s)
+    from interp_unlearn.data.packaged import PACKAGED
+    if s in PACKAGED:
+        return "packaged", None
     p = Path(s).expanduser()
     if p.exists() or s.startswith((".", "/", "~")):
         return "local", p
-    if s.startswith("organism"):
-        raise ValueError(f"unknown built-in model {s!r}; valid: {sorted(BUILTIN)}")
+    if s.startswith(("organism", "smollm")):
+        raise ValueError(f"unknown built-in model {s!r}; valid: {_builtin_names()}")
     return "hub", None
 
 
-def load_model(name_or_path: str | os.PathLike, device: str | torch.device = "cpu",
+def _builtin_names() -> list[str]:
+    from interp_unlearn.data.packaged import PACKAGED
+    return sorted([*BUILTIN, *PACKAGED])
+
+
+def _refuse_weightless(path: Path) -> None:
+    """An unlearning run that stopped and kept no weights: say so (not 'missing file')."""
+    if not (path / META_FILE).is_file() or (path / "model.safetensors").is_file() \
+            or (path / "model.safetensors.index.json").is_file():
+        return
+    run = read_meta(path).get("unlearn") or {}
+    if run.get("status", "completed") != "completed":
+        raise IncompleteCheckpointError(
+            f"{path}: its unlearning run stopped (status {run['status']!r} at step "
+            f"{run.get('stopped_at_step', '?')}) and kept no weights "
+            f"({run.get('weights', 'none kept')}); its metrics.jsonl shows the run")
+
+
+class VocabMismatchError(CheckpointError):
+    """The tokenizer can produce token ids the model has no embedding row for."""
+
+
+def check_vocab(tokenizer: Any, model: Any, where: str = "the checkpoint") -> None:
+    """Raise :class:`VocabMismatchError` when ``tokenizer`` knows more tokens than
+    ``model``'s input embedding has rows (those ids would fail deep inside a forward pass
+    with a bare ``IndexError``). A larger embedding than tokenizer (padding rows) is fine."""
+    get = getattr(model, "get_input_embeddings", None)
+    embedding = get() if callable(get) else None
+    rows = getattr(embedding, "num_embeddings", None)
+    if rows is None:
+        return
+    n_tokens = len(tokenizer)
+    if n_tokens > rows:
+        raise VocabMismatchError(
+            f"{where}: the tokenizer has {n_tokens} tokens but the model's input embedding "
+            f"has {rows} rows; token ids {rows}..{n_tokens - 1} would fail. Use the tokenizer "
+            "saved with this model, or resize the embedding "
+            "(model.resize_token_embeddings(len(tokenizer))) and save both together")
+
+
+def load_model(name_or_path: str | os.PathLike, device: str | torch.device = "auto",
                dtype: torch.dtype | str | None = None, device_map: str | dict | None = None,
                *, accept_incomplete: bool | None = None) -> LoadedModel:
     """Load a causal LM and its tokenizer from a built-in name, a local directory or the hub.
 
-    ``dtype`` defaults to float32 (bf16 is the sensible choice for 7B models on a GPU);
+    ``device`` ``auto`` (default) is the GPU when one is visible, else the CPU; ``dtype``
+    defaults to float32 (bf16 is the sensible choice for 7B models on a GPU);
     ``device_map`` (e.g. ``"auto"``) spreads a model larger than one GPU over devices.
     A checkpoint whose unlearning run did not complete (``interp_unlearn.json``
     ``unlearn.status`` is ``stopped_non_finite`` or ``diverged``) is refused with
@@ -197,6 +253,8 @@ def load_model(name_or_path: str | os.PathLike, device: str | torch.device = "cp
     CLI's ``--accept-incomplete``): its scores would read as forgetting."""
     if accept_incomplete is None:
         accept_incomplete = _ACCEPT_INCOMPLETE[0]
+    if device is None or str(device) == "auto":  # the GPU when one is visible
+        device = "cuda" if torch.cuda.is_available() else "cpu"
     if isinstance(dtype, str):
         if not hasattr(torch, dtype):
             raise ValueError(f"unknown dtype {dtype!r}; e.g. float32, bfloat16, float16")
@@ -206,10 +264,13 @@ def load_model(name_or_path: str | os.PathLike, device: str | torch.device = "cp
     kwargs: dict = {"dtype": dtype or torch.float32}
     if device_map is not None:
         kwargs["device_map"] = device_map
-    if kind == "hub":
+    if kind == "packaged":
+        from interp_unlearn.data.packaged import load_packaged
+        model, tokenizer, meta = load_packaged(name, **kwargs)
+    elif kind == "hub":
         if _offline_env():
             raise OfflineError(
-                f"{name!r} is neither a built-in model ({', '.join(sorted(BUILTIN))}) nor a "
+                f"{name!r} is neither a built-in model ({', '.join(_builtin_names())}) nor a "
                 f"local directory, and HF_HUB_OFFLINE is set: nothing can be downloaded. "
                 f"Pass a local checkpoint directory instead.")
         if not hub_reachable():
@@ -219,7 +280,8 @@ def load_model(name_or_path: str | os.PathLike, device: str | torch.device = "cp
         tokenizer = AutoTokenizer.from_pretrained(name)
         meta: dict = {}
     else:
-        check_checkpoint(path)  # type: ignore[arg-type]  # path is set for builtin/local
+        _refuse_weightless(path)  # type: ignore[arg-type]  # path is set for builtin/local
+        check_checkpoint(path)  # type: ignore[arg-type]
         meta = read_meta(path)
         status = (meta.get("unlearn") or {}).get("status", "completed")
         if status != "completed" and not accept_incomplete:
@@ -231,6 +293,7 @@ def load_model(name_or_path: str | os.PathLike, device: str | torch.device = "cp
         model = AutoModelForCausalLM.from_pretrained(path, use_safetensors=True,
                                                      local_files_only=True, **kwargs)
         tokenizer = AutoTokenizer.from_pretrained(path, local_files_only=True)
+    check_vocab(tokenizer, model, where=str(path) if path else name)
     if device_map is None:
         model.to(device)
     model.eval()

@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 from torch import nn
 
-from interp_unlearn.evaluation.scoring import EvalConfig, evaluate_mcq
+from interp_unlearn.evaluation.scoring import evaluate_mcq, resolve_config
 from interp_unlearn.interventions.adversary_diagnostics import ALIVE_THRESHOLDS
 
 __all__ = ["adversary_diagnostics", "adversary_gain", "mcq_gain"]
@@ -37,7 +37,7 @@ def mcq_gain(model: nn.Module, tokenizer: Any, items: Any, eval_config: Any,
              applied: Callable[[], AbstractContextManager[Any]]) -> dict[str, float]:
     """Score ``items`` without and with δ (``applied()`` adds it); the differences are
     ``adversary_gain`` (accuracy) and ``adversary_gain_logprob`` (correct-choice log-prob)."""
-    cfg = eval_config or EvalConfig()
+    cfg = resolve_config(eval_config, model)
     base = evaluate_mcq(model, tokenizer, items, cfg)
     with applied():
         adv = evaluate_mcq(model, tokenizer, items, cfg)

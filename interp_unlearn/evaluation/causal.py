@@ -32,8 +32,8 @@ import torch
 from transformers import PreTrainedModel
 
 from interp_unlearn.core.bridge import TransformerBridge, model_dims, to_bridge
-from interp_unlearn.evaluation.scoring import (EvalConfig, build_requests, evaluate_mcq,
-                                               make_batches, resolve_max_length,
+from interp_unlearn.evaluation.scoring import (BridgeLM, EvalConfig, build_requests, evaluate_mcq,
+                                               make_batches, resolve_config, resolve_max_length,
                                                tokenize_requests)
 from interp_unlearn.evaluation.scoring import pad_id as _pad_id
 from interp_unlearn.interventions import (HeadAblation, attach, mean_head_outputs,
@@ -48,22 +48,6 @@ ABLATION_COLUMNS = ["condition", "k", "n_draws", "forget_acc", "forget_acc_sd", 
 
 
 
-class BridgeLM:
-    """``evaluate_mcq``-compatible view of a bridge: ``TransformerBridge.forward`` takes its
-    tokens as the positional ``input``, while :func:`evaluate_mcq` calls
-    ``model(input_ids=..., attention_mask=...)``. Exposes ``cfg`` (context length) and
-    ``device``; hooks attached to the bridge apply."""
-
-    def __init__(self, bridge: TransformerBridge) -> None:
-        self.bridge = bridge
-        self.cfg = bridge.cfg
-        self.device = next(bridge.parameters()).device
-
-    def __call__(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None
-                 ) -> torch.Tensor:
-        return self.bridge(input_ids, attention_mask=attention_mask)
-
-
 def _items(mcq: Sequence[MCQ] | str | Path, name: str) -> list[MCQ]:
     items = load_mcq(mcq) if isinstance(mcq, (str, Path)) else list(mcq)
     if not items:
@@ -75,6 +59,7 @@ def prompt_head_means(bridge: TransformerBridge, tokenizer: Any, item_sets: Iter
                       config: EvalConfig, batch_size: int = 32) -> torch.Tensor:
     """``[n_layers, n_heads, d_head]`` mean ``hook_z`` over the real tokens of every
     distinct request (context + continuation, as scored) of ``item_sets``."""
+    config = resolve_config(config, bridge)
     pairs = [p for items in item_sets for p in build_requests(items, config.scoring, config.description)]
     max_length = config.max_length or resolve_max_length(bridge, tokenizer)
     requests = list(dict.fromkeys(tokenize_requests(tokenizer, pairs, max_length, config.add_bos_token)))

@@ -18,12 +18,13 @@ def resolve_mcqs(lm: LoadedModel, mcq: str | Path | Mapping[str, Any] | None = N
                  domains: Sequence[str] = ("forget",)) -> dict[str, Path | list[MCQ]]:
     """``{domain: MCQ file or list}``: ``mcq`` may be one file or list of MCQ (the forget
     set), a mapping
-    ``{domain: file or list of MCQ}``, or None (``lm.mcq_path(domain)``, the model's own
+    ``{domain: file, list of MCQ or None (the model's own)}``, or None (``lm.mcq_path(domain)``, the model's own
     default pool)."""
     if mcq is None:
         return {d: lm.mcq_path(d) for d in domains}
-    if isinstance(mcq, Mapping):
-        return {str(k): (Path(v) if isinstance(v, (str, os.PathLike)) else list(v))
+    if isinstance(mcq, Mapping):  # a None value: the model's own set of that domain
+        return {str(k): (lm.mcq_path(str(k)) if v is None else Path(v)
+                         if isinstance(v, (str, os.PathLike)) else list(v))
                 for k, v in mcq.items()}
     if isinstance(mcq, (list, tuple)):
         return {"forget": list(mcq)}

@@ -47,7 +47,7 @@ from torch import Tensor
 
 from interp_unlearn.evaluation.scoring import (Batch, EvalConfig, _ci95, _model_device,
                                                _pad_id, build_requests, continuation_logprobs,
-                                               make_batches, resolve_max_length,
+                                               make_batches, resolve_config, resolve_max_length,
                                                tokenize_requests)
 from interp_unlearn.core.mcq import MCQ, N_CHOICES, load_mcq
 
@@ -154,7 +154,7 @@ def logit_lens_scores(model: Any, tokenizer: Any, items: Sequence[MCQ] | str | P
     through the lens at each block (default: every block, ascending)."""
     from tqdm.auto import tqdm
 
-    config = config or EvalConfig()
+    config = resolve_config(config, model)
     items = _items(items)
     lens = _lens_for(model, tokenizer, backend)
     blocks = list(range(lens.n_layers)) if blocks is None else [int(b) for b in blocks]
@@ -219,13 +219,13 @@ def logit_lens(model: Any, tokenizer: Any, items: Sequence[MCQ] | str | Path,
     return df
 
 
-def run_logit_lens(model: str | os.PathLike, out: str | os.PathLike | None = None, *,
+def run_logit_lens(model: Any, out: str | os.PathLike | None = None, *,
                    domains: Sequence[str] = ("forget", "retain"), mcq: Any = None,
                    scoring: str | None = None, batch_size: int = 32, backend: str = "hf",
                    threads: int | None = None, progress: bool = True, device: str = "cpu",
                    dtype: str | None = None) -> pd.DataFrame:
-    """The ``interp-unlearn logit-lens`` command: the lens of a checkpoint (loaded on
-    ``device`` in ``dtype``) on its own MCQ
+    """The ``interp-unlearn logit-lens`` command: the lens of a checkpoint (a name loaded on
+    ``device`` in ``dtype``, or a loaded model) on its own MCQ
     pools (``forget`` and ``retain`` of its default pool, its own scoring), as one tidy table
     with a ``domain`` column (plus ``model``, ``scoring``, ``mcq``). Writes
     ``out/logit_lens.csv`` and ``out/logit_lens.json`` when ``out`` is given."""
@@ -234,7 +234,9 @@ def run_logit_lens(model: str | os.PathLike, out: str | os.PathLike | None = Non
 
     if threads:
         torch.set_num_threads(int(threads))
-    lm = load_model(model, device=device, dtype=dtype)
+    from interp_unlearn.data.loading import LoadedModel
+
+    lm = model if isinstance(model, LoadedModel) else load_model(model, device=device, dtype=dtype)
     scoring = scoring or lm.default_scoring
     cfg = EvalConfig(scoring=scoring, batch_size=batch_size)
     frames = []

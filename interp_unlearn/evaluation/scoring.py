@@ -25,6 +25,8 @@ lives in :mod:`interp_unlearn.core.logprobs` and is re-exported here).
 
 from __future__ import annotations
 
+import dataclasses
+import functools
 import math
 import warnings
 from collections.abc import Sequence
@@ -38,7 +40,8 @@ import pandas as pd
 from interp_unlearn.core.logprobs import (Batch, TokenizedRequest, continuation_logprobs,
                                           encode_pair, forward_logits, make_batches,
                                           model_device, pad_id, resolve_max_length,
-                                          score_requests, tok_encode, tokenize_requests)
+                                          tok_encode, tokenize_requests)
+from interp_unlearn.core.request_scoring import score_requests
 from interp_unlearn.core.mcq import MCQ, N_CHOICES, load_mcq
 
 __all__ = [
@@ -46,17 +49,20 @@ __all__ = [
     "SCORING_MODES",
     "WMDP_BIO_DESCRIPTION",
     "Batch",
+    "BridgeLM",
     "EvalConfig",
     "EvalResult",
     "TokenizedRequest",
     "build_requests",
     "cloze_prompt",
     "continuation_logprobs",
+    "default_scoring",
     "encode_pair",
     "evaluate_mcq",
     "forward_logits",
     "letter_prompt",
     "make_batches",
+    "resolve_config",
     "resolve_max_length",
     "score_requests",
     "tok_encode",
@@ -122,19 +128,26 @@ _pad_id = pad_id
 class EvalConfig:
     """How :func:`evaluate_mcq` scores questions.
 
-    ``batch_size`` counts questions (four rows each) per forward pass; ``max_length``
-    defaults to the model's context length as lm-eval resolves it; ``add_bos_token``
-    mirrors HFLM's argument (None: the tokenizer's default).
+    ``scoring`` ``None`` (default) follows the model (:func:`default_scoring`: ``cloze`` for
+    an organism, lm-eval's ``letter`` for everything else);
+    ``batch_size`` counts questions per forward pass (``4 x batch_size`` rows at most);
+    ``max_length`` defaults to the model's context length as lm-eval resolves it;
+    ``add_bos_token`` mirrors HFLM's argument (None: the tokenizer's default);
+    ``share_prefix`` runs contexts shared by several requests once through the key/value
+    cache (None: whenever the model is a Hugging Face causal LM; False: every distinct
+    input row on its own, as lm-eval does -- the scores differ by float rounding only).
     """
 
-    scoring: str = "cloze"
+    scoring: str | None = None
     batch_size: int = 32
     description: str = WMDP_BIO_DESCRIPTION
     max_length: int | None = None
     add_bos_token: bool | None = None
+    share_prefix: bool | None = None
 
     def __post_init__(self) -> None:
-        _check_scoring(self.scoring)
+        if self.scoring is not None:
+            _check_scoring(self.scoring)
         if isinstance(self.batch_size, bool) or not isinstance(self.batch_size, int) \
                 or self.batch_size < 1:
             raise ValueError(f"batch_size must be a positive int, got {self.batch_size!r}")
@@ -145,6 +158,8 @@ class EvalConfig:
             raise ValueError(f"max_length must be None or a positive int, got {self.max_length!r}")
         if self.add_bos_token not in (None, True, False):
             raise ValueError(f"add_bos_token must be None or a bool, got {self.add_bos_token!r}")
+        if self.share_prefix not in (None, True, False):
+            raise ValueError(f"share_prefix must be None or a bool, got {self.share_prefix!r}")
 
 
 @dataclass
@@ -189,18 +204,87 @@ def _ci95(p: float, n: int) -> tuple[float, float]:
     return (max(0.0, p - 1.96 * se), min(1.0, p + 1.96 * se))
 
 
+class BridgeLM:
+    """``evaluate_mcq``-compatible view of a TransformerLens bridge: ``TransformerBridge.
+    forward`` takes its tokens as the positional ``input``, while :func:`evaluate_mcq`
+    calls ``model(input_ids=..., attention_mask=...)``. Exposes ``cfg`` (context length)
+    and ``device``; hooks attached to the bridge apply. :func:`evaluate_mcq` wraps a
+    bridge in it by itself."""
+
+    def __init__(self, bridge: Any) -> None:
+        self.bridge = bridge
+        self.cfg = bridge.cfg
+        self.device = next(bridge.parameters()).device
+
+    def __call__(self, input_ids: Any, attention_mask: Any = None) -> Any:
+        return self.bridge(input_ids, attention_mask=attention_mask)
+
+
+def _is_bridge(model: Any) -> bool:
+    return any(c.__name__ == "TransformerBridge" for c in type(model).__mro__)
+
+
+def _source_dir(model: Any) -> str | None:
+    """The checkpoint directory a model was loaded from, where it can be told."""
+    if isinstance(model, BridgeLM):
+        model = model.bridge
+    inner = getattr(model, "original_model", None)  # a TransformerLens bridge
+    if inner is not None and inner is not model:
+        return _source_dir(inner)
+    get_base = getattr(model, "get_base_model", None)  # PEFT
+    if callable(get_base):
+        model = get_base()
+    name = getattr(model, "name_or_path", None) or getattr(
+        getattr(model, "config", None), "_name_or_path", None)
+    return str(name) if name else None
+
+
+@functools.lru_cache(maxsize=256)
+def _scoring_of_dir(path: str) -> str:
+    from interp_unlearn.core.checkpoint import read_meta
+
+    try:
+        meta = read_meta(path) if Path(path).is_dir() else {}
+    except ValueError:
+        meta = {}
+    return str(meta.get("default_scoring", "letter"))
+
+
+def default_scoring(model: Any) -> str:
+    """The scoring a model is evaluated with when none is asked for: its checkpoint's
+    ``default_scoring`` (``cloze`` for organisms, written in their ``interp_unlearn.json``;
+    a loaded model's ``.default_scoring``), else ``letter`` -- lm-eval's ``wmdp_bio``."""
+    given = getattr(model, "default_scoring", None)
+    if isinstance(given, str) and given in SCORING_MODES:
+        return given
+    source = _source_dir(model)
+    return _scoring_of_dir(source) if source else "letter"
+
+
+def resolve_config(config: EvalConfig | None, model: Any) -> EvalConfig:
+    """``config`` (default ``EvalConfig()``) with its scoring filled in for ``model``."""
+    config = EvalConfig() if config is None else config
+    if not isinstance(config, EvalConfig):
+        raise TypeError(f"config must be an EvalConfig, got {type(config).__name__}")
+    if config.scoring is None:
+        config = dataclasses.replace(config, scoring=default_scoring(model))
+    return config
+
+
 def evaluate_mcq(model: Any, tokenizer: Any, items: Sequence[MCQ] | str | Path,
                  config: EvalConfig | None = None, progress: bool = False) -> EvalResult:
     """Score every question by the log-likelihood of its four continuations.
 
     ``model`` is any callable ``model(input_ids=..., attention_mask=...)`` returning
-    logits ``[rows, pos, vocab]`` or an object with ``.logits``; ``tokenizer`` a Hugging
-    Face tokenizer; ``items`` a list of :class:`MCQ` or a JSONL path (:func:`load_mcq`).
+    logits ``[rows, pos, vocab]`` or an object with ``.logits``, or a TransformerLens
+    ``TransformerBridge`` (wrapped in :class:`BridgeLM`); ``tokenizer`` a Hugging Face
+    tokenizer; ``items`` a list of :class:`MCQ` or a JSONL path (:func:`load_mcq`). The
+    scoring follows the model unless ``config.scoring`` says (:func:`default_scoring`).
     The prediction is the argmax of the four summed log-probabilities (first on ties).
     """
-    config = EvalConfig() if config is None else config
-    if not isinstance(config, EvalConfig):
-        raise TypeError(f"config must be an EvalConfig, got {type(config).__name__}")
+    config = resolve_config(config, model)
+    if _is_bridge(model):
+        model = BridgeLM(model)
     if isinstance(items, (str, Path)):
         items = load_mcq(items)
     items = list(items)
@@ -222,7 +306,7 @@ def evaluate_mcq(model: Any, tokenizer: Any, items: Sequence[MCQ] | str | Path,
                       "only the same tokens); they are predicted as choice 0",
                       RuntimeWarning, stacklevel=2)
     scores = score_requests(model, requests, config.batch_size * N_CHOICES, _pad_id(tokenizer),
-                            progress=progress)
+                            progress=progress, share_prefix=config.share_prefix)
     logprobs = scores.double().numpy().reshape(len(items), N_CHOICES)
     if not np.isfinite(logprobs).all():
         bad = sorted({int(i) for i in np.nonzero(~np.isfinite(logprobs))[0]})

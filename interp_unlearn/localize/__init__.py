@@ -106,3 +106,8 @@ __all__ = [
 
 
 __getattr__ = moved_getattr(__name__)  # run_localize / FIGURE_STEM moved to the pipeline (issue 17)
+
+# ``iu.localize(model, ...)``: calling this subpackage calls the front door's verb
+from interp_unlearn._compat import make_callable  # noqa: E402
+
+make_callable(__name__, "localize")

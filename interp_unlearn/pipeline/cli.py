@@ -154,6 +154,18 @@ def build_parser() -> argparse.ArgumentParser:
     at.add_argument("--epsilon", type=float, default=None,
                     help="head-restore delta: absolute radius per head")
     at.add_argument("--samples", default="0,5,10")
+    at.add_argument("--forget-mcq", default=None, metavar="JSONL",
+                    help="forget questions scored after each attack (cais/wmdp schema; "
+                         "default: the model's own forget set)")
+    at.add_argument("--retain-mcq", default=None, metavar="JSONL",
+                    help="also score these retain questions (default: forget only)")
+    at.add_argument("--scoring", choices=("letter", "cloze"), default=None,
+                    help="default: the model's own (cloze for organisms, letter otherwise)")
+    at.add_argument("--twin", default=None,
+                    help="the never-learned control (default: derived from the checkpoint; "
+                         "where none exists, recovery is reported as unavailable)")
+    at.add_argument("--original", default=None,
+                    help="the model before unlearning (default: derived from the checkpoint)")
     at.add_argument("--no-floor", action="store_true", help="attack the target only")
     add_common_arguments(
         at, required=("model",), defaults={"seeds": [0, 1, 2]},
@@ -165,6 +177,11 @@ def build_parser() -> argparse.ArgumentParser:
                "cpu/float32)")
 
     ll = sub.add_parser("logit-lens", help="per-block MCQ accuracy from the residual stream")
+    ll.add_argument("--mcq", action="append", default=None, metavar="SET",
+                    help="forget | retain (the model's own sets) or an MCQ JSONL file; "
+                         "repeat for several (default: forget and retain)")
+    ll.add_argument("--scoring", choices=("letter", "cloze"), default=None,
+                    help="default: the model's own (cloze for organisms, letter otherwise)")
     add_common_arguments(
         ll, unused=("seeds",), required=("model",),
         model="the checkpoint to read",
@@ -189,7 +206,9 @@ def build_parser() -> argparse.ArgumentParser:
     rp.add_argument("--dry-run", action="store_true", help="write the config and plan only")
     add_common_arguments(
         rp, unused=("dtype",), defaults={"model": "organism"},
-        model="built-in organism or checkpoint dir (default organism)",
+        model="built-in organism or checkpoint dir (default organism); a checkpoint "
+              "without a synthetic world needs --set forget_corpus=F --set retain_corpus=F "
+              "--set 'mcq={\"forget\": F, \"retain\": F}'",
         out="the run directory (default runs/reproduce-MODEL-quick|full); a rerun with the "
             "same --out resumes",
         seeds="the grid's seeds (default 0-2; --quick: 0)",

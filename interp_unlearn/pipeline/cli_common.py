@@ -10,7 +10,8 @@ they do there, or that the command does not use one):
                and ends by printing ``results: DIR`` (with ``--json``: an ``"out"`` key)
 ``--seeds``    which seeds: a comma list ``0,2,5`` or an inclusive range ``0-4``; a single
                number ``3`` is seed 3 alone
-``--device``   where the model is loaded and run: ``cpu`` (default), ``cuda``, ``cuda:1`` ...
+``--device``   where the model is loaded and run: ``auto`` (default: the GPU when one is
+               visible, else the CPU), ``cpu``, ``cuda``, ``cuda:1``, ``mps``
 ``--dtype``    the weights' dtype: ``float32`` (default), ``bfloat16``, ``float16``
 ``--json``     print one JSON object on stdout, and nothing else there
 ``--quiet``    no progress bars, no warnings, no library logging (``--no-progress``: alias)
@@ -37,7 +38,7 @@ from typing import Any
 
 __all__ = ["COMMON_FLAGS", "CLIParser", "SEEDS_FORMS", "UsageError", "add_common_arguments",
            "error_line", "finish_common", "model_slug", "one_seed", "parse_seeds_spec",
-           "quiet_mode"]
+           "quiet_mode", "resolve_device"]
 
 PROG = "interp-unlearn"
 #: the shared flags, by destination
@@ -143,7 +144,8 @@ _FLAGS: dict[str, _Flag] = {
     "seeds": _Flag(("--seeds",), {"type": _seeds_type, "metavar": "SEEDS"},
                    f"seeds: {SEEDS_FORMS}"),
     "device": _Flag(("--device",), {"metavar": "DEVICE"},
-                    "torch device for the model: cpu (default), cuda, cuda:1, mps"),
+                    "torch device for the model: auto (default: the GPU when one is "
+                    "visible, else cpu), cpu, cuda, cuda:1, mps"),
     "dtype": _Flag(("--dtype",), {"type": _dtype_type, "metavar": "DTYPE"},
                    f"weights dtype: {', '.join(DTYPES)} (default float32)"),
     "json": _Flag(("--json",), {"action": "store_true"},
@@ -158,7 +160,7 @@ _FLAGS: dict[str, _Flag] = {
 }
 
 _BASE_DEFAULTS: dict[str, Any] = {"model": None, "out": None, "seeds": None,
-                                  "device": "cpu", "dtype": None, "json": False,
+                                  "device": "auto", "dtype": None, "json": False,
                                   "quiet": False, "debug": False, "accept_incomplete": False}
 
 
@@ -209,11 +211,47 @@ def finish_common(args: argparse.Namespace, command: str) -> argparse.Namespace:
                           stacklevel=2)
     if hasattr(args, _DEFAULTS_KEY):
         delattr(args, _DEFAULTS_KEY)
+    if "device" not in unused:
+        args.device = resolve_device(args.device, args.dtype)
+    else:
+        args.device = "cpu" if args.device == "auto" else args.device
     model = args.model
     if model is not None and "model" not in unused and _looks_local(str(model)):
         if not Path(str(model)).expanduser().exists():
             raise UsageError(f"argument --model: no such checkpoint directory: {model}")
     return args
+
+
+def resolve_device(spec: str | None, dtype: str | None = None) -> str:
+    """``--device`` as a torch device string: ``auto`` (or None) -> ``cuda`` when a GPU is
+    visible, else ``cpu``; a device that is not there, or a dtype it cannot hold, is a
+    :class:`UsageError` (one line, before any model is loaded)."""
+    import torch  # only once a command runs (--help stays fast)
+
+    spec = "auto" if spec is None else str(spec).strip()
+    if spec == "auto":
+        spec = "cuda" if torch.cuda.is_available() else "cpu"
+    try:
+        device = torch.device(spec)
+    except (RuntimeError, ValueError):
+        raise UsageError(f"argument --device: {spec!r} is not a torch device (auto, cpu, "
+                         "cuda, cuda:1, mps)") from None
+    if device.type == "cuda":
+        if not torch.cuda.is_available():
+            raise UsageError(f"argument --device: {spec!r} but no CUDA GPU is visible "
+                             "(torch.cuda.is_available() is False); use --device cpu or auto")
+        if device.index is not None and device.index >= torch.cuda.device_count():
+            raise UsageError(f"argument --device: {spec!r} but only "
+                             f"{torch.cuda.device_count()} GPU(s) are visible (cuda:0.."
+                             f"cuda:{torch.cuda.device_count() - 1})")
+        if dtype == "bfloat16" and not torch.cuda.is_bf16_supported():
+            raise UsageError("argument --dtype: bfloat16 is not supported on this GPU; use "
+                             "float16 or float32")
+    elif device.type == "mps" and not torch.backends.mps.is_available():
+        raise UsageError(f"argument --device: {spec!r} but MPS is not available here")
+    elif device.type not in ("cpu", "cuda", "mps"):
+        raise UsageError(f"argument --device: {spec!r}: only cpu, cuda and mps are supported")
+    return spec
 
 
 def model_slug(model: Any) -> str:

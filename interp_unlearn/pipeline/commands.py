@@ -96,11 +96,28 @@ def _cmd_attack(args) -> CommandResult:
     given = {k: v for k, v in head_opts.items() if v is not None}
     if given and args.kind != "head-restore":
         raise ValueError(f"--{'/--'.join(given)} only apply to --kind head-restore")
-    if "heads" in given:
-        if "," in given["heads"] or ("." in given["heads"]
-                                     and not given["heads"].endswith(".json")):
-            given["heads"] = [tuple(int(x) for x in h.split(".")) for h in given["heads"].split(",")]
+    if "heads" in given:  # THE heads parser: "l.h,l.h", a JSON/.npy file or a run directory
+        from interp_unlearn.core.heads import parse_heads
+
+        given["heads"] = parse_heads(given["heads"])  # the layer/head ranges: once loaded
     kw.update(given)
+    if args.forget_mcq is not None or args.retain_mcq is not None:
+        from interp_unlearn.core.mcq import load_mcq
+
+        for f in (args.forget_mcq, args.retain_mcq):  # read (and so checked) before loading
+            if f is not None:
+                load_mcq(f)
+        kw["mcq"] = {"forget": args.forget_mcq}  # None: the model's own set
+        if args.retain_mcq is not None:
+            kw["mcq"]["retain"] = args.retain_mcq
+        kw["domains"] = tuple(kw["mcq"])
+    if args.scoring is not None:
+        kw["scoring"] = args.scoring
+    for role in ("twin", "original"):
+        if getattr(args, role) is not None:
+            if args.no_floor:
+                raise ValueError(f"--{role} has no use with --no-floor")
+            kw[role] = getattr(args, role)
     target: Any = args.model
     if args.device != "cpu" or args.dtype not in (None, "float32"):
         # run_floor loads names on the CPU in float32: hand it the models loaded here
@@ -110,34 +127,56 @@ def _cmd_attack(args) -> CommandResult:
         target = load_model(args.model, **_load_kw(args))
         if not args.no_floor:
             original, twin = related_models(args.model)
-            for role, spec in (("original", original), ("twin", twin)):
+            for role, spec in (("original", kw.get("original", original)),
+                               ("twin", kw.get("twin", twin))):
                 if spec is not None:
                     kw[role] = (target if str(spec) == str(args.model)
                                 else load_model(spec, **_load_kw(args)))
     out = args.out or default_out("attack", args.model, args.kind)
     df = run_attack(target, args.kind, data=args.data, samples=args.samples, seeds=args.seeds,
                     out=out, floor=not args.no_floor, **kw)
-    return CommandResult(out, json.loads(df.to_json(orient="records")),
-                         df.to_string(index=False))
+    text = df.to_string(index=False)
+    if df.attrs.get("unavailable"):
+        text += f"\nrecovery: unavailable ({df.attrs['unavailable']}; pass --twin)"
+    return CommandResult(out, json.loads(df.to_json(orient="records")), text)
 
 
 def _cmd_logit_lens(args) -> CommandResult:
     out = args.out or default_out("logit-lens", args.model)
     df = logit_lens_run(args.model, out, device=args.device, dtype=args.dtype,
-                        progress=not (args.quiet or args.json))
+                        progress=not (args.quiet or args.json),
+                        mcq=getattr(args, "mcq", None), scoring=getattr(args, "scoring", None))
     return CommandResult(out, json.loads(df.to_json(orient="records")),
                          df.to_string(index=False))
 
 
-def logit_lens_run(model: str, out: str | Path, *, device: str = "cpu",
-                   dtype: str | None = None, progress: bool = True):
+def logit_lens_run(model: str, out: str | Path, *, device: str = "auto",
+                   dtype: str | None = None, progress: bool = True,
+                   mcq: list[str] | None = None, scoring: str | None = None):
     """The ``logit-lens`` command: :func:`interp_unlearn.evaluation.logit_lens.run_logit_lens`
-    on both domains of the model's own pool, its own scoring, loaded on ``device`` in
-    ``dtype``; writes ``out/logit_lens.csv`` and ``out/logit_lens.json``."""
+    on ``mcq`` (names ``forget``/``retain`` -- the model's own sets -- or JSONL files;
+    default both domains of the model's own pool), its own scoring unless ``scoring``,
+    loaded on ``device`` in ``dtype``; writes ``out/logit_lens.csv`` and
+    ``out/logit_lens.json``. MCQ files are read (and so checked) before the model loads."""
+    from interp_unlearn.core.mcq import load_mcq
     from interp_unlearn.evaluation.logit_lens import run_logit_lens
 
-    return run_logit_lens(model, out, domains=DOMAIN_NAMES, progress=progress, device=device,
-                          dtype=dtype)
+    sets: dict[str, Any] | None = None
+    if mcq:
+        sets = {}
+        for spec in mcq:
+            if spec in DOMAIN_NAMES:
+                sets[spec] = None  # the model's own: resolved once it is loaded
+            else:
+                path = Path(spec)
+                load_mcq(path)
+                name = path.stem
+                if name in sets:
+                    raise ValueError(f"--mcq: two sets named {name!r}; rename one file")
+                sets[name] = path
+    return run_logit_lens(model, out, domains=DOMAIN_NAMES if sets is None else tuple(sets),
+                          mcq=sets, progress=progress, device=device, dtype=dtype,
+                          scoring=scoring)
 
 
 def _cmd_localize(args) -> CommandResult:

@@ -21,7 +21,7 @@ __all__ = ["FIGURE_STEM", "run_attribution", "run_localize"]
 FIGURE_STEM = "head_sensitivity"
 
 
-def run_localize(model_name: str, top_k: int | None, out_dir: str | Path,
+def run_localize(model_name: Any, top_k: int | None, out_dir: str | Path,
                  config: LocalizeConfig | None = None, *, texts: Sequence[str] | None = None,
                  formats: Sequence[str] = ("html", "png", "svg"), device: str = "cpu",
                  progress: bool = True, backend: str | None = None,
@@ -31,7 +31,7 @@ def run_localize(model_name: str, top_k: int | None, out_dir: str | Path,
 
     Args:
         model_name: Built-in organism, local checkpoint directory or hub name
-            (:func:`interp_unlearn.data.loading.load_model`).
+            (:func:`interp_unlearn.data.loading.load_model`), or a loaded model.
         top_k: Heads to select (``1..n_layers*n_heads``); ``None``: the config's.
         out_dir: Receives ``scores.csv``, ``selected_heads.json``, ``localize_config.json``,
             ``loss_history.csv``, ``stability.json`` and ``head_sensitivity.{html,png,svg}``;
@@ -41,7 +41,8 @@ def run_localize(model_name: str, top_k: int | None, out_dir: str | Path,
             (:func:`interp_unlearn.localize.config.localize_config`: K = 4 and the organism
             objective for the shipped organism).
         texts: Training texts (documents; Q/A lines for ``answer-ce``); ``None``: the
-            model's synthetic world (organisms).
+            model's synthetic world (organisms) or its shipped forget corpus (a packaged
+            real model, :mod:`interp_unlearn.data.packaged`).
         formats: Heatmap formats for :func:`interp_unlearn.plotting.save_figure`. PNG/SVG
             need Chromium; the results are saved before the figure, so a failed static
             export (``StaticExportError``) loses nothing else.
@@ -73,22 +74,31 @@ def run_localize(model_name: str, top_k: int | None, out_dir: str | Path,
         config = dataclasses.replace(config, **extra)
     else:
         LocalizeConfig(**extra)  # validate before loading the model
-    loaded = load_model(model_name, device=device, dtype=dtype)
+    from interp_unlearn.data.loading import LoadedModel
+
+    loaded = (model_name if isinstance(model_name, LoadedModel)
+              else load_model(model_name, device=device, dtype=dtype))
     if config is None:
         config = localize_config(loaded, **extra)
-    if texts is None:
-        if loaded.world_dir is None:
-            raise ValueError(f"{model_name} carries no synthetic world; pass the forget texts "
-                             "(texts=...)")
-        corpus: World | Sequence[str] = World.load(loaded.world_dir)
-    else:
+    label = loaded.name
+    corpus: World | Sequence[str]
+    if texts is not None:
         corpus = list(texts)
+    elif loaded.world_dir is not None:
+        corpus = World.load(loaded.world_dir)
+    elif loaded.meta.get("real_set"):  # a packaged real model: its shipped forget corpus
+        from interp_unlearn.data.corpora import load_corpus
+        from interp_unlearn.data.packaged import real_set_path
+        corpus = load_corpus(real_set_path(loaded.meta["real_set"], "forget", "corpora"))
+    else:
+        raise ValueError(f"{label} carries no synthetic world or shipped corpus; pass the "
+                         "forget texts (texts=...; CLI: --texts FILE)")
     net = loaded.model
     if config.backend != "nnsight":
         from interp_unlearn.core.bridge import to_bridge
         net = to_bridge(loaded.model, loaded.tokenizer)
     multi = localize_seeds(net, loaded.tokenizer, corpus, config, progress=progress,
-                           model_name=model_name)
+                           model_name=label)
     out = Path(out_dir)
     if config.seeds is None:
         result = next(iter(multi.runs.values()))
@@ -103,7 +113,7 @@ def run_localize(model_name: str, top_k: int | None, out_dir: str | Path,
             else f"seed {cfg.seed}")
     fig = sensitivity_heatmap(
         result.scores, result.selected,
-        title=(f"{model_name}: head sensitivity ‖A[l,h]‖₂, {what}<br><sup>{cfg.objective}, "
+        title=(f"{label}: head sensitivity ‖A[l,h]‖₂, {what}<br><sup>{cfg.objective}, "
                f"λ = {cfg.l1_lambda:g}; top-{len(result.selected)} starred</sup>"))
     paths = save_figure(fig, out / FIGURE_STEM, formats)
     result.meta["figures"] = {k: str(v) for k, v in paths.items()}
@@ -119,7 +129,8 @@ def run_attribution(model_name: str, top_k: int | None, out_dir: str | Path,
 
     Data default to the organism's world: held-out MCQ pools
     (:func:`attribution_pools`) for ``signal="mcq"``; all forget and all retain corpus
-    documents for ``signal="text"``.
+    documents for ``signal="text"``. A packaged real model uses its shipped sets: the
+    ``practice`` MCQ pools (never the scored ``eval`` questions) or the corpora.
     """
     from interp_unlearn.data.loading import load_model
     from interp_unlearn.plotting import save_figure, sensitivity_heatmap
@@ -128,12 +139,27 @@ def run_attribution(model_name: str, top_k: int | None, out_dir: str | Path,
     config = AttributionConfig() if config is None else config
     if top_k is not None:
         config = dataclasses.replace(config, top_k=top_k)
-    loaded = load_model(model_name, device=device, dtype=dtype)
+    from interp_unlearn.data.loading import LoadedModel
+
+    loaded = (model_name if isinstance(model_name, LoadedModel)
+              else load_model(model_name, device=device, dtype=dtype))
     if config.scoring is None:
         config = dataclasses.replace(config, scoring=loaded.default_scoring)
-    if forget is None or retain is None:
+    real_set = loaded.meta.get("real_set") if loaded.world_dir is None else None
+    if (forget is None or retain is None) and real_set and config.signal == "mcq":
+        # never the scored questions: the shipped sets' practice pools
+        forget = load_mcq(loaded.mcq_path("forget", "practice")) if forget is None else forget
+        retain = load_mcq(loaded.mcq_path("retain", "practice")) if retain is None else retain
+    elif (forget is None or retain is None) and real_set:
+        from interp_unlearn.data.packaged import real_set_path
+        forget = (read_texts(real_set_path(real_set, "forget", "corpora"))
+                  if forget is None else forget)
+        retain = (read_texts(real_set_path(real_set, "retain", "corpora"))
+                  if retain is None else retain)
+    elif forget is None or retain is None:
         if loaded.world_dir is None:
-            raise ValueError(f"{model_name} carries no synthetic world; pass forget= and retain=")
+            raise ValueError(f"{loaded.name} carries no synthetic world or shipped sets; pass "
+                             "forget= and retain=")
         if config.signal == "mcq":
             pools = attribution_pools(loaded.eval_pool)
             forget = load_mcq(loaded.mcq_path("forget", pools["forget"])) if forget is None else forget
@@ -150,12 +176,12 @@ def run_attribution(model_name: str, top_k: int | None, out_dir: str | Path,
         forget = load_mcq(forget) if isinstance(forget, (str, Path)) else forget
         retain = load_mcq(retain) if isinstance(retain, (str, Path)) else retain
     result = head_attribution(loaded.model, loaded.tokenizer, forget, retain, config,
-                              progress=progress, model_name=model_name)
+                              progress=progress, model_name=loaded.name)
     out = Path(out_dir)
     result.save(out)
     label = "d_forget − d_retain" if config.score == "contrast" else "d_forget"
     fig = sensitivity_heatmap(result.scores, result.selected,
-                              title=f"{model_name}: ablation attribution ({label}) "
+                              title=f"{loaded.name}: ablation attribution ({label}) "
                                     f"(top-{len(result.selected)} starred)")
     paths = save_figure(fig, out / "head_attribution", formats)
     result.meta["figures"] = {k: str(v) for k, v in paths.items()}

@@ -40,6 +40,15 @@ def add_unlearn_arguments(p: argparse.ArgumentParser) -> argparse.ArgumentParser
                    help="forget | forget-qa | ... | JSONL path (default: the method's)")
     p.add_argument("--retain-corpus", default=None,
                    help="retain | general | retain+general | none | JSONL path")
+    p.add_argument("--forget-mcq", default=None, metavar="JSONL",
+                   help="forget questions scored before/after (cais/wmdp schema; default: "
+                        "the model's own forget set -- an organism's world, smollm2-135m's "
+                        "shipped set)")
+    p.add_argument("--retain-mcq", default=None, metavar="JSONL",
+                   help="retain questions scored before/after (default: the model's own)")
+    p.add_argument("--scoring", choices=("letter", "cloze"), default=None,
+                   help="how the before/after questions are scored (default: the model's "
+                        "own: cloze for organisms, letter otherwise)")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                    help="method parameter, e.g. --set layer=2 --set steering_coeff=20 (read "
                         "by the parameter's type, true/false for booleans; checked before "
@@ -75,11 +84,17 @@ def unlearn_from_args(args: Any) -> tuple[Any, Path]:
     cls = get_method(g("method"))
     params = parse_assignments(g("set", []), cls.Params, f"{cls.name} parameter")
     quiet = bool(g("quiet", False) or g("no_progress", False) or g("json", False))
+    for flag in ("forget_mcq", "retain_mcq"):  # read (and so checked) before loading
+        if g(flag) is not None:
+            from interp_unlearn.core.mcq import load_mcq
+            load_mcq(g(flag))
     config = UnlearnConfig(
         method=g("method"), preset=g("preset"), max_num_batches=g("steps"),
         batch_size=g("batch_size"), lr=g("lr"), seq_len=g("seq_len"), seed=seed,
         eval_every=g("eval_every", 0) or 0, forget_corpus=g("forget_corpus"),
-        retain_corpus=g("retain_corpus"), params=params,
+        retain_corpus=g("retain_corpus"), params=params, forget_mcq=g("forget_mcq"),
+        eval_scoring=g("scoring"),
+        retain_mcq=g("retain_mcq"),
         threads=g("threads", 0) or 0, progress=not quiet)
     if g("out"):  # --out is checked before the model is loaded, too
         from interp_unlearn.data.loading import resolve
@@ -87,7 +102,7 @@ def unlearn_from_args(args: Any) -> tuple[Any, Path]:
 
         check_out_dir(Path(g("out")), resolve(g("model") or "organism")[1],
                       bool(g("overwrite", False)))
-    lm = load_model(g("model") or "organism", device=g("device") or "cpu", dtype=g("dtype"))
+    lm = load_model(g("model") or "organism", device=g("device") or "auto", dtype=g("dtype"))
     trainer = Trainer(lm, config, heads=g("heads"), out_dir=g("out"),
                       overwrite=bool(g("overwrite", False)))
     return trainer.run(), trainer.out_dir

@@ -37,8 +37,9 @@ import pandas as pd
 import plotly.graph_objects as go
 
 from interp_unlearn.core.stats import ROLES, summarize
+from interp_unlearn.plotting.panels import Series, draw_overlay, small_multiples
 from interp_unlearn.plotting.style import (METRIC_AXES, apply_paper_layout, attack_subtitle,
-                                           band_trace, chance_line, check_frame,
+                                           chance_line, check_frame,
                                            duplicates_error, filter_rows, method_style,
                                            single_valued, sort_methods)
 
@@ -63,23 +64,21 @@ def n_axis(ns: list[int]) -> tuple[dict[int, float], dict[str, Any], str]:
                       ticktext=[str(n) for n in ns]), " (equal steps)")
 
 
-def _mean_trace(g: pd.DataFrame, pos: dict[int, float], name: str, series: str, role: str,
-                method: str, unit: str) -> go.Scatter:
+def _series(g: pd.DataFrame, pos: dict[int, float], name: str, key: str, role: str,
+            method: str, unit: str) -> Series:
     st = method_style("never_learned" if role == "twin" else
                       "original" if role == "original" else method)
-    custom = np.column_stack([g["N"], g["ci95_low"], g["ci95_high"], g["n_seeds"]])
-    return go.Scatter(
-        x=[pos[int(n)] for n in g["N"]], y=g["mean"].tolist(), name=name, mode="lines+markers",
-        legendgroup=series, line=dict(color=st.color, dash=st.dash, width=2.2),
-        marker=dict(symbol=st.symbol, size=7, color=st.color, line=dict(color=st.color, width=1.5)),
-        customdata=custom,
-        hovertemplate=(f"{name}: %{{y:.3g}}{unit} [%{{customdata[1]:.3g}}, %{{customdata[2]:.3g}}]"
-                       " (%{customdata[3]} seeds)<extra></extra>"),
-        meta={"kind": "mean", "series": series, "role": role, "method": method})
+    return Series(
+        key=key, role=role, method=method, style=st, x=[pos[int(n)] for n in g["N"]],
+        mean=g["mean"].tolist(), low=g["ci95_low"].tolist(), high=g["ci95_high"].tolist(),
+        customdata=np.column_stack([g["N"], g["ci95_low"], g["ci95_high"], g["n_seeds"]]),
+        hover=(f"{name}: %{{y:.3g}}{unit} [%{{customdata[1]:.3g}}, %{{customdata[2]:.3g}}]"
+               " (%{customdata[3]} seeds)<extra></extra>"),
+        band_alpha=0.12 if role != "target" else 0.2)
 
 
 def robustness_curves(df: pd.DataFrame, *, data: str = "forget", metric: str = "ue",
-                      title: str | None = None) -> go.Figure:
+                      title: str | None = None, layout: str = "overlay") -> go.Figure:
     """Mean ``metric`` vs N per target method, with 95 % CI bands, the twin's floor and the
     original (see the module docstring).
 
@@ -88,14 +87,18 @@ def robustness_curves(df: pd.DataFrame, *, data: str = "forget", metric: str = "
         data: the attack data to show (``forget``: Fig. 3 / Table 1; ``unrelated``: Table 2).
         metric: ``ue`` (percent), ``accuracy`` or ``recovery``.
         title: figure title (default: from the metric).
+        layout: ``overlay`` (one plot) or ``panels`` (small multiples: one panel per target
+            method over the RMU, twin and original references;
+            :func:`~interp_unlearn.plotting.panels.small_multiples`).
 
     Returns:
-        A figure whose first trace is the chance line (``meta["kind"] == "chance"``;
-        not for ``recovery``), then per series in legend order (target methods, then the
-        twin, then the original): an optional CI band (``meta["kind"] == "ci"``; only where
-        some N has two or more seeds) followed by the mean line (``meta["kind"] ==
-        "mean"``, ``meta["role"]``, ``meta["method"]``); for ``recovery`` the two
-        references are lines with ``meta["kind"] == "reference"``.
+        ``overlay``: a figure whose first trace is the chance line (``meta["kind"] ==
+        "chance"``; not for ``recovery``), then the optional CI bands of every series
+        (``meta["kind"] == "ci"``; only where some N has two or more seeds; drawn beneath
+        every line), then the mean lines in legend order (target methods, then the twin,
+        then the original; ``meta["kind"] == "mean"``, ``meta["role"]``,
+        ``meta["method"]``); for ``recovery`` the two references are lines with
+        ``meta["kind"] == "reference"``. ``panels``: see ``small_multiples``.
 
     Raises:
         ValueError: a missing column, an unknown metric or role, nothing left after the
@@ -103,6 +106,8 @@ def robustness_curves(df: pd.DataFrame, *, data: str = "forget", metric: str = "
     """
     who = "robustness_curves"
     check_frame(df, ROBUSTNESS_COLUMNS, who)
+    if layout not in ("overlay", "panels"):
+        raise ValueError(f"{who}: layout must be 'overlay' or 'panels', got {layout!r}")
     if metric not in METRIC_AXES:
         raise ValueError(f"{who}: metric must be one of {sorted(METRIC_AXES)}, got {metric!r}")
     sub = filter_rows(df, who, data=data, metric=metric, domain="forget")
@@ -123,11 +128,9 @@ def robustness_curves(df: pd.DataFrame, *, data: str = "forget", metric: str = "
     axis_title, chance, chance_text = METRIC_AXES[metric]
     unit = " %" if metric == "ue" else ""
     pos, xaxis, suffix = n_axis(sorted(summary["N"].unique().tolist()))
-    fig = go.Figure()
-    if metric != "recovery" and chance is not None:
-        chance_line(fig, chance, (min(pos.values()), max(pos.values())), chance_text)
     series = [("target", m) for m in sort_methods(target["method"].tolist())]
     series += [(r, None) for r in ("twin", "original") if (refs["role"] == r).any()]
+    drawn: list[Series] = []
     for role, method in series:
         g = summary[summary["role"] == role]
         if method is not None:
@@ -136,13 +139,24 @@ def robustness_curves(df: pd.DataFrame, *, data: str = "forget", metric: str = "
         key = f"{role}:{method}" if method is not None else role
         name = (method_style(method).label if role == "target" else
                 method_style("never_learned" if role == "twin" else "original").label)
-        color = method_style("never_learned" if role == "twin" else
-                             "original" if role == "original" else method).color
-        band = band_trace([pos[int(n)] for n in g["N"]], g["ci95_low"], g["ci95_high"], color,
-                          name, key, alpha=0.12 if role != "target" else 0.2)
-        if band is not None:
-            fig.add_trace(band)
-        fig.add_trace(_mean_trace(g, pos, name, key, role, method or role, unit))
+        drawn.append(_series(g, pos, name, key, role, method or role, unit))
+    subtitle = attack_subtitle(sub, int(summary["n_seeds"].max()))
+    if layout == "panels":
+        yaxis = dict(range=[0, 1.02]) if metric == "accuracy" else {}
+        if metric == "recovery":  # the twin and the original are the constants 0 and 1
+            xs = sorted(pos.values())
+            for y, role, ref in ((0.0, "twin", "never_learned"), (1.0, "original", "original")):
+                drawn.append(Series(key=role, role=role, method=role, style=method_style(ref),
+                                    x=xs, mean=[y] * len(xs), low=[np.nan] * len(xs),
+                                    high=[np.nan] * len(xs)))
+        return small_multiples(
+            drawn, title=title or _TITLES[metric], subtitle=subtitle,
+            x_title=f"attack samples N{suffix}", y_title=axis_title, xaxis=xaxis, yaxis=yaxis,
+            chance=None if metric == "recovery" or chance is None else (chance, chance_text))
+    fig = go.Figure()
+    if metric != "recovery" and chance is not None:
+        chance_line(fig, chance, (min(pos.values()), max(pos.values())), chance_text)
+    draw_overlay(fig, drawn)
     if metric == "recovery":
         xs = [min(pos.values()), max(pos.values())]
         for y, ref in ((0.0, "never_learned"), (1.0, "original")):
@@ -151,7 +165,6 @@ def robustness_curves(df: pd.DataFrame, *, data: str = "forget", metric: str = "
                                      line=dict(color=st.color, dash=st.dash, width=1.8),
                                      hoverinfo="skip", meta={"kind": "reference", "role": ref}))
 
-    subtitle = attack_subtitle(sub, int(summary["n_seeds"].max()))
     apply_paper_layout(fig, title=title or _TITLES[metric], subtitle=subtitle,
                        x_title=f"attack samples N{suffix}", y_title=axis_title)
     fig.update_xaxes(**xaxis)

@@ -18,6 +18,8 @@ import pandas as pd
 import plotly.graph_objects as go
 
 from interp_unlearn.core.heads import normalize_heads
+from interp_unlearn.plotting.style import (AXIS_TITLE_SIZE, FONT_FAMILY, FONT_SIZE, LEGEND_SIZE,
+                                           TICK_SIZE, TITLE_SIZE)
 
 __all__ = ["COLORSCALE", "sensitivity_heatmap", "score_grid"]
 
@@ -83,7 +85,10 @@ def sensitivity_heatmap(scores_df: pd.DataFrame,
         hovertemplate=("layer %{y}, head %{x}<br>score ‖A‖₂ = %{z:.4g}"
                        "<br>score / max = %{customdata[0]:.3f}<br>rank %{customdata[1]}"
                        "<extra></extra>"),
-        colorbar=dict(title=dict(text="‖A[l,h]‖₂", side="right"), exponentformat="e"),
+        colorbar=dict(title=dict(text="‖A[l,h]‖₂", side="right",
+                                 font=dict(size=AXIS_TITLE_SIZE)),
+                      exponentformat="e", thickness=14, len=1.0, lenmode="fraction",
+                      x=1.0, xpad=8, tickfont=dict(size=TICK_SIZE), outlinewidth=0),
         xgap=1, ygap=1, name="sensitivity",
     ))
     if selected is not None:
@@ -101,22 +106,30 @@ def sensitivity_heatmap(scores_df: pd.DataFrame,
         ))
     cell = _cell_px(n_layers, n_heads)
     tick = 1 if max(n_layers, n_heads) <= 32 else 4
+    # the shared look (:mod:`.style`): fonts, white template, title above a one-row legend;
+    # the plot area is sized to the cells so that the colour bar spans exactly the grid
+    plot_w, plot_h = cell * n_heads, cell * n_layers
+    margin = dict(l=66, r=110, t=84 if selected is not None else 60, b=58)
+    spare = max(0, 420 - (plot_w + margin["l"] + margin["r"]))  # a minimum width, centred
+    margin["l"], margin["r"] = margin["l"] + spare // 2, margin["r"] + spare - spare // 2
     fig.update_layout(
-        title=dict(text=title, x=0.5, xanchor="center"),
-        width=max(460, 140 + cell * n_heads + 120),
-        height=max(380, 130 + cell * n_layers),
+        title=dict(text=title, x=0.5, xanchor="center", y=0.985, yanchor="top",
+                   yref="container", font=dict(size=TITLE_SIZE)),
+        font=dict(family=FONT_FAMILY, size=FONT_SIZE, color="#222222"),
+        width=plot_w + margin["l"] + margin["r"],
+        height=plot_h + margin["t"] + margin["b"],
         template="plotly_white",
         showlegend=selected is not None,
         legend=dict(orientation="h", yanchor="bottom", y=1.01, xanchor="left", x=0.0,
-                    bgcolor="rgba(255,255,255,0)"),
-        margin=dict(l=70, r=30, t=90, b=60),
+                    font=dict(size=LEGEND_SIZE), bgcolor="rgba(255,255,255,0)"),
+        margin=margin,
         plot_bgcolor="white",
     )
-    fig.update_xaxes(title_text="head", dtick=tick, range=[-0.5, n_heads - 0.5],
-                     showgrid=False, zeroline=False, constrain="domain")
-    fig.update_yaxes(title_text="layer", dtick=tick, range=[n_layers - 0.5, -0.5],
-                     showgrid=False, zeroline=False, scaleanchor="x", scaleratio=1,
-                     constrain="domain")
+    axis = dict(showgrid=False, zeroline=False, ticks="outside", tickfont=dict(size=TICK_SIZE))
+    fig.update_xaxes(title=dict(text="head", font=dict(size=AXIS_TITLE_SIZE)), dtick=tick,
+                     range=[-0.5, n_heads - 0.5], **axis)
+    fig.update_yaxes(title=dict(text="layer", font=dict(size=AXIS_TITLE_SIZE)), dtick=tick,
+                     range=[n_layers - 0.5, -0.5], **axis)
     return fig
 
 

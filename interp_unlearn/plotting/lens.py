@@ -25,7 +25,8 @@ import plotly.graph_objects as go
 
 from interp_unlearn.core.stats import t_interval
 from interp_unlearn.core.mcq import N_CHOICES
-from interp_unlearn.plotting.style import (METRIC_AXES, apply_paper_layout, band_trace,
+from interp_unlearn.plotting.panels import Series, draw_overlay, small_multiples
+from interp_unlearn.plotting.style import (METRIC_AXES, apply_paper_layout, canonical_method,
                                            chance_line, check_frame, duplicates_error,
                                            filter_rows, method_style, sort_methods)
 
@@ -35,7 +36,7 @@ LENS_COLUMNS = ("method", "block", "accuracy")
 
 
 def logit_lens_curves(df: pd.DataFrame, *, domain: str = "forget",
-                      title: str | None = None) -> go.Figure:
+                      title: str | None = None, layout: str = "overlay") -> go.Figure:
     """Accuracy per block per method, with CI bands over seeds and the chance line.
 
     Args:
@@ -44,12 +45,16 @@ def logit_lens_curves(df: pd.DataFrame, *, domain: str = "forget",
             taken as belonging to ``domain``.
         domain: ``forget`` (Fig. 5) or ``retain`` (does the model still know the rest?).
         title: figure title (default from the domain).
+        layout: ``overlay`` (one plot) or ``panels`` (one panel per unlearned model over
+            the RMU, twin and original references;
+            :func:`~interp_unlearn.plotting.panels.small_multiples`).
 
     Returns:
-        A figure whose first trace is the chance line (``meta["kind"] == "chance"``), then
-        per method in the shared legend order an optional CI band (``meta["kind"] ==
-        "ci"``, only when some block has two or more seeds) and the mean line
-        (``meta["kind"] == "mean"``, ``meta["method"]``).
+        ``overlay``: a figure whose first trace is the chance line (``meta["kind"] ==
+        "chance"``), then the optional CI bands (``meta["kind"] == "ci"``, only when some
+        block has two or more seeds; beneath every line), then the mean lines in the shared
+        legend order (``meta["kind"] == "mean"``, ``meta["method"]``). ``panels``: see
+        ``small_multiples``.
 
     Raises:
         ValueError: a missing column, no rows for ``domain``, or two rows for one
@@ -57,6 +62,8 @@ def logit_lens_curves(df: pd.DataFrame, *, domain: str = "forget",
     """
     who = "logit_lens_curves"
     check_frame(df, LENS_COLUMNS, who)
+    if layout not in ("overlay", "panels"):
+        raise ValueError(f"{who}: layout must be 'overlay' or 'panels', got {layout!r}")
     if df.empty:
         raise ValueError(f"{who}: df has no rows")
     sub = filter_rows(df, who, domain=domain) if "domain" in df.columns else df
@@ -65,10 +72,8 @@ def logit_lens_curves(df: pd.DataFrame, *, domain: str = "forget",
     duplicates_error(sub, ["method", "seed", "block"], who)
 
     n_blocks = int(sub["block"].max()) + 1
-    fig = go.Figure()
-    chance_line(fig, 1 / N_CHOICES, (int(sub["block"].min()), n_blocks - 1),
-                METRIC_AXES["accuracy"][2])
     max_seeds = 1
+    drawn: list[Series] = []
     for method in sort_methods(sub["method"].tolist()):
         g = sub[sub["method"] == method]
         st = method_style(method)
@@ -82,11 +87,6 @@ def logit_lens_curves(df: pd.DataFrame, *, domain: str = "forget",
         t = pd.DataFrame(rows, columns=["block", "mean", "lo", "hi", "n_seeds", "n_q", "qlo",
                                         "qhi"])
         max_seeds = max(max_seeds, int(t["n_seeds"].max()))
-        key = f"method:{method}"
-        band = band_trace(t["block"], t["lo"], t["hi"], st.color, st.label, key,
-                          alpha=0.12 if st.dash != "solid" else 0.2)
-        if band is not None:
-            fig.add_trace(band)
         if int(t["n_seeds"].max()) > 1 or t["n_q"].isna().all():
             hover = (f"{st.label}: %{{y:.3f}} [%{{customdata[1]:.3f}}, %{{customdata[2]:.3f}}]"
                      " (%{customdata[0]} seeds)<extra></extra>")
@@ -95,18 +95,27 @@ def logit_lens_curves(df: pd.DataFrame, *, domain: str = "forget",
             hover = (f"{st.label}: %{{y:.3f}} (binomial 95% CI [%{{customdata[1]:.3f}}, "
                      "%{customdata[2]:.3f}], %{customdata[0]} questions)<extra></extra>")
             custom = np.column_stack([t["n_q"], t["qlo"], t["qhi"]])
-        fig.add_trace(go.Scatter(
-            x=t["block"].tolist(), y=t["mean"].tolist(), name=st.label, mode="lines+markers",
-            legendgroup=key, line=dict(color=st.color, dash=st.dash, width=2.2),
-            marker=dict(symbol=st.symbol, size=7 if len(t) <= 16 else 5, color=st.color,
-                        line=dict(color=st.color, width=1.5)),
-            customdata=custom, hovertemplate=hover,
-            meta={"kind": "mean", "series": key, "method": str(method)}))
+        kind = canonical_method(method)
+        role = {"original": "original", "never_learned": "twin"}.get(kind, "target")
+        drawn.append(Series(key=f"method:{method}", role=role, method=str(method), style=st,
+                            x=t["block"].tolist(), mean=t["mean"].tolist(), low=t["lo"].tolist(),
+                            high=t["hi"].tolist(), hover=hover, customdata=custom,
+                            band_alpha=0.12 if st.dash != "solid" else 0.2))
     ci = f"mean ± 95% CI over {max_seeds} seeds" if max_seeds > 1 else "1 run per method"
     subtitle = f"{domain} questions, lens at every block's residual stream · {ci}"
-    apply_paper_layout(fig, title=title or f"Logit lens: {domain} accuracy per block",
-                       subtitle=subtitle, x_title="block", y_title="accuracy")
-    fig.update_xaxes(dtick=1 if n_blocks <= 16 else (2 if n_blocks <= 32 else 4),
-                     range=[-0.4, n_blocks - 0.6])
-    fig.update_yaxes(range=[0, 1.02], dtick=0.25)
+    title = title or f"Logit lens: {domain} accuracy per block"
+    xaxis = dict(dtick=1 if n_blocks <= 16 else (2 if n_blocks <= 32 else 4),
+                 range=[-0.4, n_blocks - 0.6])
+    yaxis = dict(range=[0, 1.02], dtick=0.25)
+    if layout == "panels" and any(s.role == "target" for s in drawn):
+        return small_multiples(drawn, title=title, subtitle=subtitle, x_title="block",
+                               y_title="accuracy", xaxis=xaxis, yaxis=yaxis,
+                               chance=(1 / N_CHOICES, METRIC_AXES["accuracy"][2]))
+    fig = go.Figure()
+    chance_line(fig, 1 / N_CHOICES, (int(sub["block"].min()), n_blocks - 1),
+                METRIC_AXES["accuracy"][2])
+    draw_overlay(fig, drawn)
+    apply_paper_layout(fig, title=title, subtitle=subtitle, x_title="block", y_title="accuracy")
+    fig.update_xaxes(**xaxis)
+    fig.update_yaxes(**yaxis)
     return fig

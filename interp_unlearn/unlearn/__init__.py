@@ -30,3 +30,8 @@ __all__ = [
 
 
 __getattr__ = moved_getattr(__name__)  # the command line moved to the pipeline (issue 17)
+
+# ``iu.unlearn(model, ...)``: calling this subpackage calls the front door's verb
+from interp_unlearn._compat import make_callable  # noqa: E402
+
+make_callable(__name__, "unlearn")

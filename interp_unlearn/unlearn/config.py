@@ -11,7 +11,8 @@ from typing import Any
 
 
 from interp_unlearn.core.config import ConfigBase
-from interp_unlearn.data.families import ModelInfo, detect_family, model_info, scaled_layer
+from interp_unlearn.data.families import (ModelInfo, UnvalidatedPresetWarning, detect_family,
+                                         model_info, scaled_layer)
 from interp_unlearn.data.loading import LoadedModel
 from interp_unlearn.unlearn.registry import UnlearnMethod, get_method
 
@@ -114,8 +115,20 @@ _GENERIC_KEYS = tuple(BASE_DEFAULTS)
 
 
 def _default_preset(cls: type[UnlearnMethod], lm: LoadedModel) -> tuple[str | None, dict[str, Any]]:
-    """The model family's preset and parameter overrides (:mod:`interp_unlearn.data.families`)."""
-    return method_preset(cls.name, lm)
+    """The model family's preset and parameter overrides (:mod:`interp_unlearn.data.families`);
+    an :class:`UnvalidatedPresetWarning` when the values were not validated on the family
+    (or the method has no preset for it)."""
+    preset, params = method_preset(cls.name, lm)
+    fam = detect_family(lm, warn=False)
+    if not fam.validated or preset is None:
+        what = (f"preset {preset!r}" + (f" with {params}" if params else "")
+                if preset is not None else "no preset: the method's defaults")
+        import warnings
+        warnings.warn(f"{cls.name} on {lm.name} (family {fam.name}): {what}, UNVALIDATED for "
+                      "this family -- check the forget/retain accuracies and tune the "
+                      "method's parameters (--set KEY=VALUE) on practice questions",
+                      UnvalidatedPresetWarning, stacklevel=3)
+    return preset, params
 
 
 def resolve_config(config: UnlearnConfig, lm: LoadedModel) -> tuple[UnlearnConfig, Any]:

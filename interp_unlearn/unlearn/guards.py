@@ -15,10 +15,12 @@ from __future__ import annotations
 import math
 from collections.abc import Iterable
 from pathlib import Path
+from typing import Any
 
 import torch
 
 __all__ = ["CHANCE", "WEIGHT_GROWTH_LIMIT", "DivergenceError", "retain_collapse",
+           "unusable_weights",
            "weight_norm"]
 
 WEIGHT_GROWTH_LIMIT = 10.0
@@ -66,3 +68,26 @@ def retain_collapse(before: float | None, now: float | None) -> str | None:
         return (f"retain accuracy collapsed to {now:.3f} (before {before:.3f}; floor "
                 f"{floor:.3f} = chance + half the margin)")
     return None
+
+
+def unusable_weights(model: Any, tokenizer: Any, evaluate: Any,
+                     before: dict[str, float | None]) -> str | None:
+    """Why ``model``'s current weights are not good enough to keep at an early stop
+    (``None``: they are): a non-finite parameter, non-finite outputs, or -- when
+    ``evaluate()`` scores the retain set -- a retain accuracy that collapsed relative to
+    ``before`` (:func:`retain_collapse`)."""
+    bad = [n for n, p in model.named_parameters() if not torch.isfinite(p).all()]
+    if bad:
+        return f"{len(bad)} parameter tensor(s) hold NaN/inf (e.g. {bad[0]})"
+    try:
+        now = evaluate()
+    except FloatingPointError as err:  # evaluate_mcq's non-finite log-likelihoods
+        return f"the model's outputs are not finite ({err})"
+    if now.get("retain") is None:  # no evaluation: at least one finite forward pass
+        device = next(model.parameters()).device
+        ids = torch.tensor([[getattr(tokenizer, "eos_token_id", None) or 0] * 4], device=device)
+        with torch.no_grad():
+            if not torch.isfinite(model(input_ids=ids).logits).all():
+                return "the model's outputs are not finite"
+        return None
+    return retain_collapse(before.get("retain"), now["retain"])

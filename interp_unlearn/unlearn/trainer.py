@@ -20,7 +20,9 @@ The trainer owns everything that is not the method's loss:
   afterwards), no schedule, optional clipping (off by default).
 * **safety** -- every loss term is checked before the backward pass, the gradients after
   it; a NaN/inf stops the run with :class:`NonFiniteLossError` naming the step and the
-  term, after saving the weights from *before* that step (the last good ones).
+  term, after saving the weights from *before* that step -- only if they are still good
+  (finite, finite outputs, retain accuracy not collapsed); otherwise the run directory
+  records the stop and keeps no weights. A finite divergence keeps none either.
 * **evaluation** -- forget/retain MCQ accuracy (:func:`~interp_unlearn.evaluation.scoring.evaluate_mcq`,
   the model's default scoring and pool) before, every ``eval_every`` steps, and after;
   everything goes to ``metrics.jsonl`` (one JSON object per line).
@@ -78,6 +80,7 @@ from interp_unlearn.unlearn.config import (BASE_DEFAULTS, CONFIG_FILE, METRICS_F
 from interp_unlearn.unlearn.diagnostics import DIAGNOSTICS_FILE, write_diagnostics  # noqa: F401
 from interp_unlearn.core.arch import decoder_layers
 from interp_unlearn.unlearn.guards import (DivergenceError, Diverged, check_weight_growth,
+                                           unusable_weights,
                                           retain_collapse, weight_norm)
 from interp_unlearn.unlearn.output import check_out_dir, partial_dir, publish
 from interp_unlearn.unlearn.context import MethodContext, NonFiniteLossError, UnlearnResult
@@ -86,6 +89,14 @@ from interp_unlearn.unlearn.losses import (lm_loss, masked_mse,
 from interp_unlearn._compat import moved_getattr
 
 # ---------------------------------------------------------------------------- trainer
+
+
+def _real_corpus(real_set: str | None, spec: Any) -> Any:
+    """``forget``/``retain`` -> the shipped real-knowledge corpus file (else ``spec``)."""
+    if real_set and isinstance(spec, str) and spec in ("forget", "retain"):
+        from interp_unlearn.data.packaged import real_set_path
+        return real_set_path(real_set, spec, "corpora")
+    return spec
 
 
 class Trainer:
@@ -125,10 +136,14 @@ class Trainer:
         self.device = next(self.model.parameters()).device
         world_dir = lm.world_dir
 
-        # data: the method may define its own default forget corpus (DPO: forget-qa)
-        self.forget_texts = resolve_corpus(c.forget_corpus, world_dir, "forget corpus")
-        self.retain_texts = (resolve_corpus(c.retain_corpus, world_dir, "retain corpus")
-                             if c.retain_corpus not in (None, "", "none") else None)
+        # data: the method may define its own default forget corpus (DPO: forget-qa); a
+        # packaged real model's "forget"/"retain" are its shipped real-knowledge corpora
+        real_set = lm.meta.get("real_set") if world_dir is None else None
+        forget_spec, retain_spec = (_real_corpus(real_set, spec)
+                                    for spec in (c.forget_corpus, c.retain_corpus))
+        self.forget_texts = resolve_corpus(forget_spec, world_dir, "forget corpus")
+        self.retain_texts = (resolve_corpus(retain_spec, world_dir, "retain corpus")
+                             if retain_spec not in (None, "", "none") else None)
         self.forget_stream = TextBatches(self.forget_texts, self.tokenizer, c.batch_size,
                                          c.seq_len, c.seed, c.shuffle, c.padding_side)
         self.retain_stream = (TextBatches(self.retain_texts, self.tokenizer, c.batch_size,
@@ -140,7 +155,7 @@ class Trainer:
         for domain, given in (("forget", c.forget_mcq), ("retain", c.retain_mcq)):
             if given is not None:
                 self.mcq[domain] = Path(given)
-            elif world_dir is not None:
+            elif world_dir is not None or real_set:
                 self.mcq[domain] = lm.mcq_path(domain)
         self.eval_config = EvalConfig(scoring=c.eval_scoring or lm.default_scoring,
                                       batch_size=c.eval_batch_size)
@@ -236,12 +251,17 @@ class Trainer:
         return values
 
     def save(self, status: str = "completed", extra: dict[str, Any] | None = None,
-             steps_completed: int | None = None) -> Path:
-        """Write the HF checkpoint (current weights) + meta + resolved config to out_dir."""
+             steps_completed: int | None = None, weights: bool = True) -> Path:
+        """Write the HF checkpoint (current weights; without ``weights`` only the model
+        config, so that the directory names its status and nothing loads it) + meta +
+        resolved config to out_dir."""
         out = self.out_dir
         out.mkdir(parents=True, exist_ok=True)
-        self.model.save_pretrained(out, safe_serialization=True)
-        self.tokenizer.save_pretrained(out)
+        if weights:
+            self.model.save_pretrained(out, safe_serialization=True)
+            self.tokenizer.save_pretrained(out)
+        else:
+            self.model.config.save_pretrained(out)
         meta = dict(self.lm.meta)
         if self.lm.world_dir is not None:
             meta["world_dir"] = str(self.lm.world_dir)
@@ -279,12 +299,15 @@ class Trainer:
                     try:
                         values = self.train_step()
                     except _NonFinite as err:
+                        unusable = self._unusable(before)
                         ckpt = self._stop(
                             fh, "stopped_non_finite",
-                            {"term": err.term, "weights": "after the θ update of this step"
-                             if err.after_update else "before this step"},
+                            {"term": err.term, "weights": f"none kept: {unusable}" if unusable
+                             else "after the θ update of this step" if err.after_update
+                             else "before this step"},
                             {"error": "non-finite", "term": err.term, "value": str(err.value)},
-                            steps_completed=self.step if err.after_update else self.step - 1)
+                            steps_completed=self.step if err.after_update else self.step - 1,
+                            keep_weights=unusable is None)
                         raise NonFiniteLossError(c.method, self.step, err.term, err.value,
                                                  ckpt) from None
                     except Diverged as err:
@@ -324,20 +347,25 @@ class Trainer:
         (self.out_dir / RESULT_FILE).write_text(json.dumps(result.to_dict(), indent=1))
         return result
 
+    def _unusable(self, before: dict[str, float | None]) -> str | None:
+        """Why the current weights are not good enough to keep at an early stop."""
+        return unusable_weights(self.model, self.tokenizer, self.evaluate, before)
+
     def _stop(self, fh: Any, status: str, extra: dict[str, Any], record: dict[str, Any],
-              steps_completed: int | None = None) -> Path:
-        """An early stop: save the weights with ``status``, log ``record``, publish the run
-        directory; returns the checkpoint."""
+              steps_completed: int | None = None, keep_weights: bool = False) -> Path:
+        """An early stop: save the run's record with ``status`` (the weights only when
+        ``keep_weights``), log ``record``, publish the run directory; returns it."""
         self.save(status=status, extra={"stopped_at_step": self.step, **extra},
-                  steps_completed=steps_completed)
+                  steps_completed=steps_completed, weights=keep_weights)
         self._log({"step": self.step, **record})
         fh.close()
         self.out_dir = publish(self.out_dir, self.final_dir)
         return self.out_dir
 
     def _stop_diverged(self, fh: Any, reason: str) -> None:
-        """Save the weights as they are with status ``diverged``, publish, raise."""
-        ckpt = self._stop(fh, "diverged", {"reason": reason},
+        """Save the run's record (not the diverged weights) with status ``diverged``,
+        publish, raise."""
+        ckpt = self._stop(fh, "diverged", {"reason": reason, "weights": "none kept: diverged"},
                           {"error": "diverged", "reason": reason})
         raise DivergenceError(self.config.method, self.step, reason, ckpt)
 

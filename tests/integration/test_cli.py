@@ -340,6 +340,17 @@ def test_attack_cli_head_restore_delta_at_given_heads(tmp_path, monkeypatch, cap
     assert all(0 < x <= 1.0 + 1e-5 for x in info["delta_over_eps"])
 
 
+def test_attack_cli_names_a_malformed_heads_file(tmp_path, capsys):
+    """Issue 18: a malformed --heads file is named (before: a bare int() error)."""
+    bad = tmp_path / "heads.txt"
+    bad.write_text("x.y\n")
+    for spec, why in ((str(bad), f"{bad}: not valid JSON"), ("0.0,0.0", "listed twice"),
+                      ("0.x", "0.x")):
+        assert main(["attack", "--model", "organism-micro", "--kind", "head-restore",
+                     "--heads", spec, "--samples", "0", "--seeds", "0", "--no-floor"]) == 2
+        assert why in _one_error_line(capsys), spec
+
+
 def test_attack_cli_rejects_head_options_for_other_kinds(capsys):
     assert main(["attack", "--model", "organism-micro", "--kind", "quantize", "--heads", "0.0",
                  "--samples", "0", "--seeds", "0", "--no-floor"]) == 2

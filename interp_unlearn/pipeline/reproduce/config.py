@@ -137,7 +137,12 @@ class ReproduceConfig(ConfigBase):
         forget_data, unrelated_data: attack corpora (``forget`` / ``unrelated`` or JSONL paths).
         attack_domains: MCQ domains scored after each attack; lens_domains: for the lens.
         mcq: ``{domain: MCQ JSONL}`` for models without a synthetic world (``None``: the
-            model's own pools).
+            model's own pools); also the questions every unlearning run scores.
+        forget_corpus, retain_corpus: JSONL corpora for a model without a synthetic world
+            or shipped sets (a real checkpoint): the forget corpus is localization's
+            training text, unlearning's forget data and the ``forget`` attack data; the
+            retain corpus is unlearning's retain data and the ``unrelated`` attack data.
+            ``None``: the model's own (a world, a packaged model's shipped corpora).
         eval_batch_size: questions per forward pass.
         threads, workers, device, progress, formats, figures: execution only (see
             :data:`EXECUTION_FIELDS`). ``workers``: processes that run cells side by side
@@ -170,6 +175,8 @@ class ReproduceConfig(ConfigBase):
     attack_domains: list[str] = field(default_factory=lambda: ["forget"])
     lens_domains: list[str] = field(default_factory=lambda: ["forget", "retain"])
     mcq: dict[str, str] | None = None
+    forget_corpus: str | None = None
+    retain_corpus: str | None = None
     eval_batch_size: int = 32
     threads: int = 0
     workers: int = 0
@@ -271,7 +278,23 @@ class ReproduceConfig(ConfigBase):
         out = {**star, **own}
         if params:
             out["params"] = params
+        # a real checkpoint's data (the organisms' runs are unchanged: these are None)
+        for key, value in (("forget_corpus", self.forget_corpus),
+                           ("retain_corpus", self.retain_corpus),
+                           ("forget_mcq", (self.mcq or {}).get("forget")),
+                           ("retain_mcq", (self.mcq or {}).get("retain"))):
+            if value is not None:
+                out.setdefault(key, value)
         return out
+
+    def attack_data(self, data: str) -> str:
+        """The corpus of attack data ``forget`` / ``unrelated`` (a name or a JSONL path)."""
+        spec = self.forget_data if data == "forget" else self.unrelated_data
+        if spec == "forget" and self.forget_corpus is not None:
+            return self.forget_corpus
+        if spec == "unrelated" and self.retain_corpus is not None:
+            return self.retain_corpus
+        return spec
 
     def attack_kwargs(self) -> dict[str, Any]:
         """Keyword arguments of :func:`~interp_unlearn.attacks.run_floor` for the attack."""

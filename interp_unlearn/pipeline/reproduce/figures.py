@@ -74,6 +74,31 @@ def _lens_frame(df: pd.DataFrame) -> pd.DataFrame:
     return wide
 
 
+#: Tables 3 and 4's ``adaptive`` rows are different models (plan.TABLE3_MODEL/TABLE4_MODEL)
+ADAPTIVE_LABELS = {"table3": {"adaptive": "adaptive top-K (RMU layer)"},
+                   "table4": {"adaptive": "adaptive top-K (all layers)"}}
+
+
+def _ablation_references(df: pd.DataFrame, rows: pd.DataFrame) -> pd.DataFrame:
+    """RMU (Table 1) and the never-learned twin under the attack of an ablation table's
+    ``rows``: the same data, N values and seeds (an N Table 1 did not run stays empty)."""
+    ns, seeds = set(rows["N"].astype(int)), set(rows["seed"].astype(int))
+    data = set(rows["data"].dropna())
+    cand = df[df["kind"].isin(["attack", "reference"]) & df["data"].isin(data)]
+    cand = cand[((cand["table"] == "table1") & (cand["role"] == "target")
+                 & (cand["method"] == "rmu")) | (cand["role"] == "twin")]
+    cand = cand[cand["N"].astype(int).isin(ns) & cand["seed"].astype(int).isin(seeds)]
+    return cand.assign(N=cand["N"].astype(int), seed=cand["seed"].astype(int))
+
+
+#: more target methods than this are drawn as small multiples (one panel each)
+OVERLAY_MAX = 3
+
+
+def _layout(methods: pd.Series, references: int = 0) -> str:
+    return "panels" if methods.nunique() - references > OVERLAY_MAX else "overlay"
+
+
 def build_figures(run_dir: str | Path) -> dict[str, Any]:
     """``{name: plotly Figure}`` for every figure the run has data for."""
     from interp_unlearn.plotting import (ablation_bars, logit_lens_curves, robustness_curves,
@@ -101,36 +126,42 @@ def build_figures(run_dir: str | Path) -> dict[str, Any]:
             title=f"{cfg.model}: head sensitivity ‖A[l,h]‖₂ ({seed_note}top-{len(sel)} starred)")
     t1 = _attack_rows(df, "table1", "forget", cfg.table1_sizes)
     if not t1.empty and (t1["kind"] == "attack").any():
+        layout = _layout(t1[t1["role"] == "target"]["method"])
         figs["fig3_robustness_forget"] = robustness_curves(
-            t1, data="forget", metric="ue", title=f"{cfg.model}: UE under fine-tuning on forget data")
+            t1, data="forget", metric="ue", layout=layout,
+            title=f"{cfg.model}: UE under fine-tuning on forget data")
         if (t1["metric"] == "recovery").any():
             figs["fig3_recovery_forget"] = robustness_curves(
-                t1, data="forget", metric="recovery",
+                t1, data="forget", metric="recovery", layout=layout,
                 title=f"{cfg.model}: recovery under fine-tuning on forget data")
         restored = t1[t1["metric"] == "recovery_restored"]
         if not restored.empty:  # drawn as "recovery" on the restored questions
             figs["fig3_recovery_restored_forget"] = robustness_curves(
                 pd.concat([t1[t1["metric"] != "recovery"], restored.assign(metric="recovery")],
-                          ignore_index=True), data="forget", metric="recovery",
+                          ignore_index=True), data="forget", metric="recovery", layout=layout,
                 title=f"{cfg.model}: recovery on restored questions (entity not in the "
                       "attack sample)")
     t2 = _attack_rows(df, "table2", "unrelated", cfg.table2_sizes)
     if not t2.empty and (t2["kind"] == "attack").any():
         figs["table2_robustness_unrelated"] = robustness_curves(
             t2, data="unrelated", metric="ue",
+            layout=_layout(t2[t2["role"] == "target"]["method"]),
             title=f"{cfg.model}: UE under fine-tuning on unrelated text")
     lens = _lens_frame(df)
     for domain in ("forget", "retain"):
         if not lens.empty and (lens["domain"] == domain).any():
             figs[f"fig5_logit_lens_{domain}"] = logit_lens_curves(
-                lens, domain=domain, title=f"{cfg.model}: logit lens on {domain} questions")
+                lens, domain=domain, layout=_layout(lens["method"], references=2),
+                title=f"{cfg.model}: logit lens on {domain} questions")
     for name, table, what in (("table3_head_selection", "table3", "attention-head selection"),
                               ("table4_location", "table4", "perturbation location")):
         rows = df[(df["kind"] == "attack") & (df["table"] == table)]
         if not rows.empty:
             rows = rows.assign(N=rows["N"].astype(int), seed=rows["seed"].astype(int))
             figs[name] = ablation_bars(rows, variant_col="variant", metric="ue",
-                                       title=f"{cfg.model}: ALMPU UE by {what}")
+                                       title=f"{cfg.model}: ALMPU UE by {what}",
+                                       references=_ablation_references(df, rows),
+                                       labels=ADAPTIVE_LABELS[table])
     return figs
 
 

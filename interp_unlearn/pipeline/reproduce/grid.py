@@ -243,16 +243,25 @@ class GridRunner:
         from interp_unlearn.localize.config import localize_config
         from interp_unlearn.data.world import World
         cfg, seed = self.cfg, int(cell.seed)
+        from interp_unlearn.data.corpora import load_corpus
         lm = load_model(cfg.model, device=cfg.device)
-        if lm.world_dir is None:
+        if cfg.forget_corpus is not None:  # a real checkpoint: the given forget corpus
+            corpus: Any = load_corpus(cfg.forget_corpus)
+        elif lm.world_dir is not None:
+            corpus = World.load(lm.world_dir)
+        elif lm.meta.get("real_set"):  # a packaged real model: its shipped forget corpus
+            from interp_unlearn.data.packaged import real_set_path
+            corpus = load_corpus(real_set_path(lm.meta["real_set"], "forget", "corpora"))
+        else:
             raise ValueError(f"{cfg.model} carries no synthetic world: localization needs its "
-                             "forget documents (real models are not supported by reproduce yet)")
+                             "forget documents; pass --set forget_corpus=FILE.jsonl (and "
+                             "retain_corpus=..., mcq={\"forget\": ..., \"retain\": ...})")
         # the family's defaults (the organism's K = 4), the run's overrides, this seed
         over = {**cfg.localize, "seed": seed, "seeds": None}
         if cfg.top_k is not None:
             over["top_k"] = cfg.top_k
         lcfg = localize_config(lm, **over)
-        res = localize(lm.model, lm.tokenizer, World.load(lm.world_dir), lcfg,
+        res = localize(lm.model, lm.tokenizer, corpus, lcfg,
                        progress=cfg.progress, model_name=cfg.model)
         res.save(self.localize_dir(seed))
         self._loc.pop(seed, None)
@@ -307,7 +316,7 @@ class GridRunner:
     def _floor(self, target: str, cell: Cell, **kw: Any) -> Any:
         from interp_unlearn.attacks.floor import run_floor
         c = self.cfg
-        data = c.forget_data if cell.data == "forget" else c.unrelated_data
+        data = c.attack_data(cell.data)
         return run_floor(target, c.attack, data=data, pool=c.pool, samples=[int(cell.N)],
                          seeds=[int(cell.seed)], out=self.out / FLOOR_DIR,
                          domains=tuple(c.attack_domains), mcq=c.mcq,

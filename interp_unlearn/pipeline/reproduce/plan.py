@@ -133,7 +133,7 @@ class _Specs:
     def attack(self, data: str, n: int, seed: int) -> dict[str, Any]:
         c = self.cfg
         return {"attack": c.attack, "kw": c.attack_kwargs(), "pool": c.pool, "N": n, "seed": seed,
-                "data": c.forget_data if data == "forget" else c.unrelated_data,
+                "data": c.attack_data(data),
                 "domains": c.attack_domains, "mcq": c.mcq, "batch_size": c.eval_batch_size}
 
     def lens(self) -> dict[str, Any]:

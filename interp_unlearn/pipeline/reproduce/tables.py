@@ -37,6 +37,7 @@ single seed). Table 2 says under it that N beyond the general corpus repeats doc
 
 from __future__ import annotations
 
+import json
 import math
 from collections.abc import Sequence
 from pathlib import Path
@@ -151,6 +152,11 @@ def build_tables(run_dir: str | Path) -> dict[str, pd.DataFrame]:
     if not rr.empty:
         rr.attrs["note"] = _taught_note(df, cfg.table1_sizes)
     out["table1_recovery_restored"] = rr
+    why = _unavailable(df)
+    for name in ("table1_recovery", "table1_recovery_restored"):
+        if why and not out[name].empty:
+            out[name].attrs["note"] = (f"Recovery unavailable: {why} (pass its twin to "
+                                       "measure it). " + out[name].attrs.get("note", "")).strip()
     out["table1_paired"] = paired_table(df, cfg.methods, cfg.table1_sizes)
     if not out["table2_finetune_unrelated"].empty:
         out["table2_finetune_unrelated"].attrs["note"] = _repeat_note(df, cfg)
@@ -188,6 +194,22 @@ def build_tables(run_dir: str | Path) -> dict[str, pd.DataFrame]:
         t["n_seeds"] = 1
         out["timings"] = t
     return {k: v for k, v in out.items() if not v.empty}
+
+
+def _unavailable(df: pd.DataFrame) -> str:
+    """Why recovery could not be measured (a real model without a never-learned twin), from
+    the attack rows' ``info``; empty when it was."""
+    if "info" not in df.columns:
+        return ""
+    rec = df[(df["kind"] == "attack") & df["metric"].isin(["recovery", "recovery_restored"])]
+    for info in rec["info"].dropna():
+        try:
+            why = json.loads(info).get("unavailable") if str(info).startswith("{") else None
+        except ValueError:
+            why = None
+        if why:
+            return str(why)
+    return ""
 
 
 def _taught_note(df: pd.DataFrame, sizes: Sequence[int]) -> str:

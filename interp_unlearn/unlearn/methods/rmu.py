@@ -196,7 +196,9 @@ def layer_inputs(model: nn.Module, input_ids: Tensor, attention_mask: Tensor | N
     if "hidden" not in captured:  # pragma: no cover - the hook always fires
         raise RuntimeError(f"layer {start} was never reached in the forward pass")
     kwargs = captured["kwargs"]
-    kwargs["past_key_values"] = None
+    # no KV cache: transformers >= 5.2x names it ``cache`` (and warns when the old
+    # ``past_key_values`` is passed as well), older releases ``past_key_values``
+    kwargs["cache" if "cache" in kwargs else "past_key_values"] = None
     kwargs["use_cache"] = False
     return captured["hidden"], kwargs
 

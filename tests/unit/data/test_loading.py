@@ -1,4 +1,5 @@
 import json
+import shutil
 import time
 
 import pytest
@@ -77,3 +78,19 @@ def test_missing_shard_and_pickles_refused(checkpoint, tmp_path):
 def test_missing_directory():
     with pytest.raises(CheckpointError, match="not found"):
         load_model("./no/such/dir")
+
+
+def test_tokenizer_larger_than_the_embedding_is_named(checkpoint, tmp_path):
+    from interp_unlearn.data.loading import VocabMismatchError
+    from transformers import AutoTokenizer
+
+    path, _ = checkpoint
+    bad = tmp_path / "bad"
+    shutil.copytree(path, bad)
+    tok = AutoTokenizer.from_pretrained(bad)
+    rows = len(tok)
+    tok.add_tokens([f"extra{i}" for i in range(5)])
+    tok.save_pretrained(bad)
+    (bad / "checksums.json").unlink(missing_ok=True)  # the edit is deliberate
+    with pytest.raises(VocabMismatchError, match=rf"{rows + 5} tokens but .* {rows} rows"):
+        load_model(str(bad))

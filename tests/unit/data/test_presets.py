@@ -14,7 +14,7 @@ from transformers import (GPT2Config, GPT2LMHeadModel, LlamaConfig, LlamaForCaus
 
 from interp_unlearn.data.loading import LoadedModel
 from interp_unlearn.pipeline.presets import (FALLBACK, FAMILIES, UnknownFamilyWarning,
-                                          detect_family, localize_config, method_preset,
+                                          UnvalidatedPresetWarning, detect_family, localize_config, method_preset,
                                           preset_table, scaled_layer)
 from interp_unlearn.unlearn.registry import available_methods, get_method
 from interp_unlearn.unlearn.methods.rmu import RMU_PRESETS
@@ -130,6 +130,21 @@ def test_organisms_get_what_the_trainer_picks_today(micro, tmp_path):
             assert method_preset(name, lm) == (trainer_choice, {}), (name, lm.name)
         assert method_preset(name, micro)[0] == ("organism-micro" if "organism-micro"
                                                  in cls.presets else "organism")
+
+
+def test_unvalidated_family_or_missing_preset_warns_only_then(micro):
+    """A preset taken for a family it was not validated on, or no preset at all, says so;
+    an organism with its own preset, or an explicit preset, does not."""
+    llama = LoadedModel(tiny("llama", n_layers=12), None, "tiny-llama", None, {})
+    with pytest.warns(UnvalidatedPresetWarning, match=r"rmu on tiny-llama \(family llama\): "
+                                                       r"preset 'zephyr' with \{'layer': 3\}"):
+        resolve_config(UnlearnConfig(method="rmu"), llama)
+    with pytest.warns(UnvalidatedPresetWarning, match="no preset: the method's defaults"):
+        resolve_config(UnlearnConfig(method="ga"), llama)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", UnvalidatedPresetWarning)
+        resolve_config(UnlearnConfig(method="rmu"), micro)
+        resolve_config(UnlearnConfig(method="rmu", preset="zephyr"), llama)
 
 
 def test_table_feeds_the_trainer():

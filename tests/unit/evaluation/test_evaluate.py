@@ -184,8 +184,38 @@ def test_config_validation():
         EvalConfig(batch_size=0)
     with pytest.raises(ValueError, match="max_length"):
         EvalConfig(max_length=0)
-    assert EvalConfig().scoring == "cloze" and EvalConfig().batch_size == 32
+    assert EvalConfig().scoring is None and EvalConfig().batch_size == 32  # None: the model's
     assert EvalConfig().description == WMDP_BIO_DESCRIPTION and EvalConfig().max_length is None
+
+
+def test_scoring_default_follows_the_model(tmp_path, model, items):
+    """Issue 15: no scoring given -> the model's own: cloze for an organism checkpoint
+    (its interp_unlearn.json), lm-eval's letter for any other model."""
+    from interp_unlearn.data.loading import load_model
+    from interp_unlearn.evaluation.scoring import default_scoring
+
+    tok = make_tokenizer("llama")
+    assert default_scoring(model) == "letter"
+    assert evaluate_mcq(model, tok, items).scoring == "letter"
+    organism = load_model("organism-micro")
+    assert default_scoring(organism.model) == "cloze" == default_scoring(organism)
+    res = evaluate_mcq(organism.model, organism.tokenizer, organism.mcq_path("forget"))
+    assert res.scoring == "cloze"
+    assert res.accuracy == evaluate_mcq(organism.model, organism.tokenizer,
+                                        organism.mcq_path("forget"),
+                                        EvalConfig(scoring="cloze")).accuracy
+
+
+def test_evaluate_mcq_accepts_a_bridge():
+    from interp_unlearn.core.bridge import to_bridge
+    from interp_unlearn.data.loading import load_model
+
+    lm = load_model("organism-micro")
+    bridge = to_bridge(lm.model, lm.tokenizer)
+    a = evaluate_mcq(bridge, lm.tokenizer, lm.mcq_path("forget"))
+    b = evaluate_mcq(lm.model, lm.tokenizer, lm.mcq_path("forget"), EvalConfig(scoring="cloze"))
+    assert a.scoring == "cloze"  # the bridge's HF model was loaded from the organism
+    np.testing.assert_allclose(_logprobs(a), _logprobs(b), rtol=0, atol=1e-4)
 
 
 # ---------------------------------------------------------------------- tokenisation
@@ -335,8 +365,14 @@ class TensorModel(torch.nn.Module):
 def test_raw_tensor_model(model, items):
     tok = make_tokenizer("llama")
     a = evaluate_mcq(TensorModel(model), tok, items, EvalConfig(scoring="letter", batch_size=6))
-    b = evaluate_mcq(model, tok, items, EvalConfig(scoring="letter", batch_size=6))
+    b = evaluate_mcq(model, tok, items, EvalConfig(scoring="letter", batch_size=6,
+                                                   share_prefix=False))
     np.testing.assert_array_equal(_logprobs(a), _logprobs(b))
+    # the HF model's default runs shared prefixes through the cache: rounding only
+    c = evaluate_mcq(model, tok, items, EvalConfig(scoring="letter", batch_size=6))
+    np.testing.assert_allclose(_logprobs(c), _logprobs(b), rtol=0, atol=5e-5)
+    with pytest.raises(ValueError, match="share_prefix"):
+        EvalConfig(share_prefix="yes")
 
 
 class RiggedModel(torch.nn.Module):

@@ -89,15 +89,18 @@ def test_finite_divergence_stops_and_marks_the_checkpoint(tmp_path, capsys):
         Trainer(lm, cfg, out_dir=tmp_path / "rmu").run()
     meta = json.loads((tmp_path / "rmu" / "interp_unlearn.json").read_text())
     assert meta["unlearn"]["status"] == "diverged"
-    with pytest.raises(IncompleteCheckpointError, match="did not complete .*'diverged'"):
+    assert meta["unlearn"]["weights"] == "none kept: diverged"
+    # the destroyed weights are not kept: nothing can load them, even when told to accept
+    assert not (tmp_path / "rmu" / "model.safetensors").exists()
+    assert (tmp_path / "rmu" / "metrics.jsonl").is_file()
+    for accept in (False, True):
+        with pytest.raises(IncompleteCheckpointError, match="stopped .*'diverged'.* kept no weights"):
+            load_model(tmp_path / "rmu", accept_incomplete=accept)
+    with accepting_incomplete(), pytest.raises(IncompleteCheckpointError, match="no weights"):
         load_model(tmp_path / "rmu")
-    assert load_model(tmp_path / "rmu", accept_incomplete=True).meta["unlearn"]["status"] == "diverged"
-    with accepting_incomplete():
-        load_model(tmp_path / "rmu")
-    assert main(["evaluate", "--model", str(tmp_path / "rmu"), "--mcq", "forget"]) == 2
-    assert "--accept-incomplete" in capsys.readouterr().err
     assert main(["evaluate", "--model", str(tmp_path / "rmu"), "--mcq", "forget",
-                 "--accept-incomplete", "--json", "--out", str(tmp_path / "ev")]) == 0
+                 "--accept-incomplete"]) == 2
+    assert "kept no weights" in capsys.readouterr().err
 
 
 def test_retain_collapse_is_divergence():

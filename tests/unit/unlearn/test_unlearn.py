@@ -10,6 +10,7 @@ in well under 30 s on one core.
 from __future__ import annotations
 
 import json
+import re
 import math
 
 import pytest
@@ -218,6 +219,38 @@ def test_nan_loss_stops_and_keeps_last_good(tmp_path, monkeypatch):
     meta = json.loads((err.value.checkpoint / "interp_unlearn.json").read_text())
     assert meta["unlearn"]["status"] == "stopped_non_finite"
     assert meta["unlearn"]["steps_completed"] == 2
+
+
+@pytest.mark.parametrize("damage", ["nan_weights", "zeroed"])
+def test_nan_stop_keeps_no_weights_that_are_not_good(tmp_path, monkeypatch, damage):
+    """Issue 18: the weights kept at a NaN stop must be good -- finite, with finite outputs
+    and a retain accuracy that did not collapse -- or none are kept."""
+    from interp_unlearn.data.loading import IncompleteCheckpointError
+    from interp_unlearn.unlearn.methods.rmu import RMU
+
+    original = RMU.loss_terms
+
+    def poisoned(self, step, forget, retain):
+        terms = original(self, step, forget, retain)
+        if step == 2:
+            with torch.no_grad():
+                for p in self.core.model.parameters():
+                    p.mul_(float("nan") if damage == "nan_weights" else 0.0)
+            terms["retain"] = terms["retain"] * float("nan")
+        return terms
+
+    monkeypatch.setattr(RMU, "loss_terms", poisoned)
+    with pytest.raises(NonFiniteLossError) as err:
+        # zeroed weights are finite: only the retain evaluation can tell they are useless
+        Trainer(_fresh(), _quick("rmu", max_num_batches=4, evaluate=damage == "zeroed"),
+                out_dir=tmp_path / "bad").run()
+    meta = json.loads((err.value.checkpoint / "interp_unlearn.json").read_text())["unlearn"]
+    assert meta["status"] == "stopped_non_finite"
+    why = "NaN/inf" if damage == "nan_weights" else "not finite|collapsed"
+    assert re.search(why, meta["weights"]), meta["weights"]
+    assert not (err.value.checkpoint / "model.safetensors").exists()
+    with pytest.raises(IncompleteCheckpointError, match="kept no weights"):
+        load_model(err.value.checkpoint, accept_incomplete=True)
 
 
 def test_bad_inputs_raise_clear_errors(tmp_path):
