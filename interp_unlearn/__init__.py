@@ -9,6 +9,7 @@ The curated public API (loaded on first use, so ``import interp_unlearn`` stays 
     out = iu.unlearn("organism", "almpu", heads=loc.selected, out_dir="runs/almpu")
     iu.attack(out.checkpoint, "finetune", samples=[0, 10, 50], seeds=[0, 1, 2])
     iu.lens(out.checkpoint)               # per-block accuracy, forget and retain
+    iu.depth(out.checkpoint)              # unlearning depth (UDS) against the twin
 
 The verbs (:mod:`interp_unlearn.pipeline.front`) take loaded models or names; the
 lower-level functions below take HF models and tokenizers.
@@ -58,6 +59,7 @@ _API: dict[str, str] = {
     # ``localize`` and ``unlearn`` are the subpackages, callable as the verbs
     "load": "interp_unlearn.pipeline.front", "evaluate": "interp_unlearn.pipeline.front",
     "attack": "interp_unlearn.pipeline.front", "lens": "interp_unlearn.pipeline.front",
+    "depth": "interp_unlearn.pipeline.front",
     "localize": "", "unlearn": "",
     # stages
     "LocalizeConfig": "interp_unlearn.localize", "UnlearnConfig": "interp_unlearn.unlearn",

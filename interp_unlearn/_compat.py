@@ -56,7 +56,7 @@ MODULE_ALIASES: dict[str, str] = {f"{_P}.{a}": f"{_P}.{b}" for a, b in {
 }.items()}
 
 #: the front door's verbs (:mod:`interp_unlearn.pipeline.front`)
-FRONT_VERBS = ("load", "evaluate", "localize", "unlearn", "attack", "lens")
+FRONT_VERBS = ("load", "evaluate", "localize", "unlearn", "attack", "lens", "depth")
 
 #: (package, name) -> the module that now holds ``name`` (names that left a package)
 NAME_MOVES: dict[tuple[str, str], str] = {

@@ -12,7 +12,7 @@ live in :mod:`interp_unlearn.evaluation.scoring`.
 from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import torch
@@ -87,6 +87,8 @@ class TokenizedRequest:
 
     input_ids: tuple[int, ...]
     continuation: tuple[int, ...]
+    #: the context lost leading tokens to ``max_length`` (left truncation, as lm-eval)
+    truncated: bool = field(default=False, compare=False)
 
 
 def resolve_max_length(model: Any, tokenizer: Any = None) -> int:
@@ -167,7 +169,8 @@ def tokenize_requests(tokenizer: Any, requests: Sequence[tuple[str, str]], max_l
             raise ValueError(f"request {i}: continuation has {len(cont)} tokens, more than "
                              f"max_length={max_length}")
         inp = (ctx + cont)[-(max_length + 1):][:-1]
-        out.append(TokenizedRequest(tuple(inp), tuple(cont)))
+        out.append(TokenizedRequest(tuple(inp), tuple(cont),
+                                    truncated=len(ctx) + len(cont) > max_length + 1))
     return out
 
 

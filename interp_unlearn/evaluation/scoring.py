@@ -297,6 +297,12 @@ def evaluate_mcq(model: Any, tokenizer: Any, items: Sequence[MCQ] | str | Path,
     max_length = config.max_length or resolve_max_length(model, tokenizer)
     pairs = build_requests(items, config.scoring, config.description)
     requests = tokenize_requests(tokenizer, pairs, max_length, config.add_bos_token)
+    cut = sorted({i // N_CHOICES for i, r in enumerate(requests) if r.truncated})
+    if cut:
+        warnings.warn(f"{len(cut)} of {len(items)} questions (e.g. {cut[:5]}) are longer than "
+                      f"the model's context (max_length {max_length} tokens) and were "
+                      "left-truncated, as lm-eval does: they are scored without their first "
+                      "tokens", RuntimeWarning, stacklevel=2)
     degenerate = [q for q in range(len(items))
                   if len(set(requests[q * N_CHOICES:(q + 1) * N_CHOICES])) == 1]
     if degenerate:

@@ -188,6 +188,31 @@ def build_parser() -> argparse.ArgumentParser:
         out="logit_lens.csv and logit_lens.json (default runs/logit-lens-MODEL)",
         seeds="the lens is deterministic")
 
+    dp = sub.add_parser("depth", help="unlearning depth (UDS): patch the never-learned and "
+                                      "the unlearned model into the original, layer by layer")
+    dp.add_argument("--full", default=None,
+                    help="the model before unlearning (default: derived from the checkpoint)")
+    dp.add_argument("--reference", default=None,
+                    help="the never-learned reference (default: the checkpoint's twin)")
+    dp.add_argument("--mcq", default="forget",
+                    help="forget (the full model's own set) or an MCQ JSONL file")
+    dp.add_argument("--control", default="retain",
+                    help="questions the reference knows, a check that its activations only "
+                         "lack the forget knowledge: retain (default), a file, or none")
+    dp.add_argument("--heads", action="store_true",
+                    help="also the per-head map (hook_z of one head at a time; 2 x layers x "
+                         "heads patched forwards per batch)")
+    dp.add_argument("--tau", type=float, default=None, help="knowledge threshold (default 0.05)")
+    dp.add_argument("--max-questions", type=int, default=None, help="a seeded sample")
+    dp.add_argument("--batch-size", type=int, default=None)
+    dp.add_argument("--formats", default="html,png", help="figure formats ('' for none)")
+    add_common_arguments(
+        dp, unused=("seeds",), required=("model",),
+        model="the unlearned checkpoint",
+        out="uds.csv, uds_heads.csv, per_question.csv, summary.json, figures (default "
+            "runs/depth-MODEL)",
+        seeds="depth is deterministic")
+
     rp = sub.add_parser("reproduce", help="the paper's experiment grid: every table and figure")
     rp.add_argument("--quick", action="store_true",
                     help="1 seed, reduced sizes and variants, short attacks (see README)")

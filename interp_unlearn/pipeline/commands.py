@@ -319,8 +319,33 @@ def _cmd_organism(args) -> CommandResult:
                          df.to_string(index=False, float_format=lambda x: f"{x:.3f}"))
 
 
+def _cmd_depth(args) -> CommandResult:
+    from interp_unlearn.evaluation.depth import DepthConfig
+    from interp_unlearn.pipeline.depth_run import run_depth
+
+    over = {k: v for k, v in (("tau", args.tau), ("max_questions", args.max_questions),
+                              ("batch_size", args.batch_size)) if v is not None}
+    config = DepthConfig(heads=args.heads, **over)
+    out = args.out or default_out("depth", args.model)
+    control = None if str(args.control).lower() == "none" else args.control
+    df = run_depth(args.model, out, full=args.full, reference=args.reference, mcq=args.mcq,
+                   control=control, config=config, device=args.device, dtype=args.dtype,
+                   progress=not (args.quiet or args.json), formats=_formats(args.formats))
+    summary = df.attrs["summary"]
+    uds = summary["uds"]
+    text = (df.round(4).to_string(index=False) + f"\nUDS = {uds:.4f}" if uds is not None
+            else df.round(4).to_string(index=False) + "\nUDS = n/a (no knowledge layer)")
+    if summary.get("uds_heads") is not None:
+        text += f"; per-head UDS = {summary['uds_heads']:.4f}"
+    if "control_ratio" in summary:
+        text += (f"\ncontrol: the reference moves the control questions by "
+                 f"{summary['control_delta_s1']:.3f} nats ({summary['control_ratio']:.2f}x "
+                 "the forget questions')")
+    return CommandResult(out, summary, text)
+
+
 #: command -> the name of its function here (looked up per call: tests replace them)
 HANDLERS = {"evaluate": "_cmd_evaluate", "organism": "_cmd_organism",
             "localize": "_cmd_localize", "unlearn": "_cmd_unlearn", "attack": "_cmd_attack",
             "logit-lens": "_cmd_logit_lens", "reproduce": "_cmd_reproduce",
-            "figures": "_cmd_figures"}
+            "figures": "_cmd_figures", "depth": "_cmd_depth"}

@@ -7,14 +7,13 @@
     res = iu.unlearn(lm, "almpu", heads=loc.selected, out_dir="runs/almpu")
     iu.attack(res.checkpoint, "finetune", samples=[0, 10])   # tidy DataFrame, with the floor
     iu.lens(res.checkpoint, "forget")                 # per-block accuracy DataFrame
+    iu.depth("runs/almpu-organism")                   # UDS per layer (needs a twin)
 
 Every verb takes a loaded model (:class:`~interp_unlearn.data.loading.LoadedModel`) or a
 name (built-in, local checkpoint directory, hub name) and does what the command of the
 same name does, without printing. ``iu.localize`` and ``iu.unlearn`` are also the
 subpackages :mod:`interp_unlearn.localize` / :mod:`interp_unlearn.unlearn`: calling the
 module calls the verb here (:func:`interp_unlearn._compat.make_callable`).
-
-The depth analysis (issue 14) is not implemented yet; there is no ``iu.depth``.
 """
 
 from __future__ import annotations
@@ -26,7 +25,7 @@ from typing import Any
 
 from interp_unlearn.data.loading import LoadedModel, load_model
 
-__all__ = ["attack", "evaluate", "lens", "load", "localize", "unlearn"]
+__all__ = ["attack", "depth", "evaluate", "lens", "load", "localize", "unlearn"]
 
 ModelLike = str | os.PathLike | LoadedModel
 
@@ -167,3 +166,20 @@ def lens(model: ModelLike, mcq: Any = ("forget", "retain"), *, scoring: str | No
             mapping[Path(m).stem] = Path(m)
     return run_logit_lens(lm, out_dir, mcq=mapping, domains=tuple(mapping), scoring=scoring,
                           progress=progress)
+
+
+def depth(model: ModelLike, mcq: Any = "forget", *, full: ModelLike | None = None,
+          reference: ModelLike | None = None, heads: bool = False,
+          out_dir: str | os.PathLike | None = None, device: str = "auto",
+          dtype: str | None = None, progress: bool = False, **config: Any) -> Any:
+    """The unlearning depth (UDS) of ``model``: the per-layer table
+    (``df.attrs["summary"]["uds"]``; with ``heads``, ``df.attrs["heads"]``, the per-head
+    map). ``full``/``reference`` default to the checkpoint's original and never-learned
+    twin; ``config``: :class:`~interp_unlearn.evaluation.depth.DepthConfig` fields
+    (``tau``, ``max_questions`` ...). See :mod:`interp_unlearn.evaluation.depth`."""
+    from interp_unlearn.evaluation.depth import DepthConfig
+    from interp_unlearn.pipeline.depth_run import run_depth
+
+    return run_depth(model, out_dir, full=full, reference=reference, mcq=mcq,
+                     config=DepthConfig(heads=heads, **config), device=device, dtype=dtype,
+                     progress=progress)

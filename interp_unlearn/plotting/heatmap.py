@@ -47,7 +47,8 @@ def score_grid(scores_df: pd.DataFrame) -> np.ndarray:
 def sensitivity_heatmap(scores_df: pd.DataFrame,
                         selected: Iterable[Sequence[int]] | None = None,
                         title: str = "Attention-head sensitivity ‖A[l,h]‖₂",
-                        ) -> go.Figure:
+                        value_label: str = "‖A[l,h]‖₂",
+                        zrange: tuple[float, float] | None = None) -> go.Figure:
     """Heatmap of the absolute head scores (colour bar from 0), selected heads starred.
 
     Args:
@@ -55,6 +56,8 @@ def sensitivity_heatmap(scores_df: pd.DataFrame,
             optional; computed when absent).
         selected: ``(layer, head)`` pairs to mark (e.g. the top-K); ``None``: no marks.
         title: Figure title.
+        value_label: What the score is (colour bar title and hover text).
+        zrange: A fixed colour range (e.g. ``(0, 1)`` for a ratio); ``None``: from the data.
 
     Returns:
         A ``plotly.graph_objects.Figure``: trace 0 is the ``Heatmap`` with ``z`` of shape
@@ -80,12 +83,14 @@ def sensitivity_heatmap(scores_df: pd.DataFrame,
     layers = list(range(n_layers))
     fig = go.Figure()
     fig.add_trace(go.Heatmap(
-        z=grid, x=heads, y=layers, zmin=low, zmax=peak if peak > low else low + 1.0,
+        z=grid, x=heads, y=layers,
+        zmin=zrange[0] if zrange else low,
+        zmax=zrange[1] if zrange else (peak if peak > low else low + 1.0),
         colorscale=COLORSCALE, customdata=np.dstack([share, ranks]),
-        hovertemplate=("layer %{y}, head %{x}<br>score ‖A‖₂ = %{z:.4g}"
+        hovertemplate=("layer %{y}, head %{x}<br>" + value_label + " = %{z:.4g}"
                        "<br>score / max = %{customdata[0]:.3f}<br>rank %{customdata[1]}"
                        "<extra></extra>"),
-        colorbar=dict(title=dict(text="‖A[l,h]‖₂", side="right",
+        colorbar=dict(title=dict(text=value_label, side="right",
                                  font=dict(size=AXIS_TITLE_SIZE)),
                       exponentformat="e", thickness=14, len=1.0, lenmode="fraction",
                       x=1.0, xpad=8, tickfont=dict(size=TICK_SIZE), outlinewidth=0),

@@ -31,7 +31,8 @@ MODEL = "smollm2-135m"
 #: SmolLM2-135M answers the letter format at chance (eval step: 0.250 forget, n = 200), so
 #: every measurement after the eval step scores cloze, where it is above chance
 SCORING = "cloze"
-STEPS = ("eval", "lens", "localize", "attribution", "causal", "rmu", "almpu", "attack")
+STEPS = ("eval", "lens", "localize", "attribution", "causal", "rmu", "almpu", "attack",
+         "lens-after", "seeds", "figures")
 
 
 def cli(argv: list[str], out: Path) -> None:
@@ -97,12 +98,32 @@ def causal(out: Path, n_random: int = 3) -> None:
     print(f"causal: {time.time() - t0:.0f} s")
 
 
+def figures(out: Path, dest: Path) -> None:
+    """The logit lens of the original, RMU and ALMPU (forget and retain) as PNGs."""
+    import pandas as pd
+
+    from interp_unlearn.plotting import logit_lens_curves, save_figure
+
+    frames = []
+    for name, method in (("lens", "original"), ("lens-rmu", "rmu"), ("lens-almpu", "almpu")):
+        f = out / name / "logit_lens.csv"
+        if f.is_file():
+            frames.append(pd.read_csv(f).assign(method=method))
+    df = pd.concat(frames, ignore_index=True)
+    dest.mkdir(parents=True, exist_ok=True)
+    for domain in ("forget", "retain"):
+        fig = logit_lens_curves(df, domain=domain,
+                                title=f"smollm2-135m (Q4_1): {domain} set, cloze, n = 200")
+        save_figure(fig, dest / f"smollm2_logit_lens_{domain}", ("png",))
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--out", type=Path, required=True)
     ap.add_argument("--steps", default=",".join(STEPS))
     ap.add_argument("--rmu-steps", type=int, default=150, help="RMU/ALMPU batches")
     ap.add_argument("--samples", default="0,10", help="attack sizes N")
+    ap.add_argument("--figures", default="notes/figures", help="where the figures go")
     args = ap.parse_args()
     out: Path = args.out
     steps = args.steps.split(",")
@@ -127,6 +148,15 @@ def main() -> None:
                      if method == "almpu" else [])
             cli(["unlearn", "--model", MODEL, "--method", method, "--steps",
                  str(args.rmu_steps), "--scoring", SCORING, *extra], out / method)
+    if "lens-after" in steps:
+        for method in ("rmu", "almpu"):
+            cli(["logit-lens", "--model", str(out / method), "--mcq", "forget", "--mcq",
+                 "retain", "--scoring", SCORING], out / f"lens-{method}")
+    if "seeds" in steps:  # the ranking's stability: phase 1 with seeds 0, 1, 2
+        cli(["localize", "--model", MODEL, "--seeds", "0-2", "--formats", "html,png"],
+            out / "localize-seeds")
+    if "figures" in steps:
+        figures(out, Path(args.figures))
     if "attack" in steps:
         cli(["attack", "--model", str(out / "rmu"), "--kind", "finetune", "--pool", "same",
              "--samples", args.samples, "--seeds", "0", "--scoring", SCORING,

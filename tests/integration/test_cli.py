@@ -403,3 +403,30 @@ def test_evaluate_checks_its_files_before_loading(tmp_path, monkeypatch, capsys)
         assert main(["evaluate", "--model", "organism-micro"] + argv) == 2
         err = capsys.readouterr().err.strip().splitlines()
         assert len(err) == 1 and msg in err[0], err
+
+
+def test_depth_cli_writes_its_files_and_the_twin_scores_1(tmp_path, capsys):
+    out = tmp_path / "depth"
+    assert main(["depth", "--model", "organism-micro-twin", "--full", "organism-micro",
+                 "--max-questions", "12", "--heads", "--formats", "", "--out", str(out),
+                 "--json"]) == 0
+    res = json.loads(capsys.readouterr().out)
+    assert res["out"] == str(out) and res["uds"] == 1.0 and res["uds_heads"] == 1.0
+    assert "control_ratio" in res
+    for name in ("uds.csv", "uds_heads.csv", "per_question.csv", "summary.json",
+                 "depth_config.json"):
+        assert (out / name).is_file(), name
+
+
+def test_depth_cli_names_a_missing_reference(tmp_path, capsys):
+    plain = tmp_path / "plain"
+    from interp_unlearn.data.loading import load_model
+
+    lm = load_model("organism-micro")
+    lm.model.save_pretrained(plain)
+    lm.tokenizer.save_pretrained(plain)
+    capsys.readouterr()
+    assert main(["depth", "--model", str(plain), "--full", str(plain),
+                 "--mcq", str(lm.mcq_path("forget"))]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "--reference" in err

@@ -14,7 +14,7 @@ from interp_unlearn.pipeline.cli import main
 
 
 def test_verbs_are_exported_and_subpackages_stay_packages():
-    for verb in ("load", "evaluate", "localize", "unlearn", "attack", "lens"):
+    for verb in ("load", "evaluate", "localize", "unlearn", "attack", "lens", "depth"):
         assert verb in iu.__all__ and callable(getattr(iu, verb))
     # the subpackages are still subpackages (their names import) and are callable verbs
     from interp_unlearn.localize import LocalizeConfig

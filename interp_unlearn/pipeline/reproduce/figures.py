@@ -12,7 +12,8 @@
                               :mod:`interp_unlearn.attacks.taught`);
 ``table2_robustness_unrelated`` UE vs N on unrelated data (Table 2 as a figure);
 ``fig5_logit_lens_forget`` / ``fig5_logit_lens_retain``  lens accuracy per block (Fig. 5);
-``table3_head_selection`` / ``table4_location``  ALMPU ablation bars.
+``table3_head_selection`` / ``table4_location``  ALMPU ablation bars;
+``fig_depth_layers``  the unlearning depth's erasure per layer, one line per method (UDS).
 
 Each as HTML (plotly.js inlined) and the static formats asked for (default PNG, SVG,
 PDF). The static images of *all* figures are rendered in one kaleido call, i.e. one
@@ -46,7 +47,7 @@ __all__ = ["FIGURES", "build_figures", "draw_figures", "save_figures"]
 STATIC_TIMEOUT = 600.0
 FIGURES = ("fig4_head_sensitivity", "fig3_robustness_forget", "fig3_recovery_forget",
            "fig3_recovery_restored_forget", "table2_robustness_unrelated", "fig5_logit_lens_forget", "fig5_logit_lens_retain",
-           "table3_head_selection", "table4_location")
+           "table3_head_selection", "table4_location", "fig_depth_layers")
 
 
 def _attack_rows(df: pd.DataFrame, table: str, data: str, sizes: Sequence[int]) -> pd.DataFrame:
@@ -162,6 +163,14 @@ def build_figures(run_dir: str | Path) -> dict[str, Any]:
                                        title=f"{cfg.model}: ALMPU UE by {what}",
                                        references=_ablation_references(df, rows),
                                        labels=ADAPTIVE_LABELS[table])
+    dep = df[(df["kind"] == "depth")] if "kind" in df.columns else df[:0]
+    if not dep.empty:
+        from interp_unlearn.plotting import depth_by_method
+        per_layer = dep[(dep["metric"] == "erasure") & dep["layer"].notna()]
+        uds = dep[dep["metric"] == "uds"].groupby("method")["value"].mean().to_dict()
+        figs["fig_depth_layers"] = depth_by_method(
+            per_layer.rename(columns={"value": "erasure"}), uds=uds,
+            title=f"{cfg.model}: unlearning depth per layer")
     return figs
 
 

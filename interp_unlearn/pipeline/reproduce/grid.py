@@ -152,8 +152,10 @@ class GridRunner:
 
     def run_cell(self, cell: Cell) -> list[dict[str, Any]]:
         """Compute one cell's rows (not written; :meth:`run` writes them)."""
+        from interp_unlearn.pipeline.reproduce.depth_cells import depth_rows
         fn = {"localize": self._localize, "unlearn": self._unlearn, "lens": self._lens,
-              "reference": self._reference, "attack": self._attack}[cell.kind]
+              "depth": lambda c: depth_rows(self, c), "reference": self._reference,
+              "attack": self._attack}[cell.kind]
         return fn(cell)
 
     # ------------------------------------------------------------ helpers

@@ -65,7 +65,7 @@ def dependencies(plan: list[Cell]) -> dict[str, set[str]]:
         need: set[str] = set()
         if c.kind == "unlearn" and model_method(c.model) == "almpu":
             need.add(localize.get(c.seed, ""))
-        elif c.kind == "lens" and c.model not in REFERENCE_METHOD:
+        elif c.kind in ("lens", "depth") and c.model not in REFERENCE_METHOD:
             need.add(unlearn.get((c.model, c.seed), ""))
         elif c.kind == "attack":
             need.add(unlearn.get((c.model, c.seed), ""))

@@ -7,6 +7,7 @@ A :class:`Cell` is the unit of work that is written to the results store at once
                the heads localized with seed ``s``, so selection variance is sampled);
 ``unlearn``    one unlearned model (method or ALMPU ablation variant) for one seed;
 ``lens``       the logit lens of one model (a method's, or the original / the twin);
+``depth``      the unlearning depth (UDS) of one method's model against the twin;
 ``reference``  the twin and the original attacked with ``N`` samples of one data kind
                for one seed (shared by every method: the floor);
 ``attack``     one unlearned model attacked with ``N`` samples for one seed, as a row
@@ -55,8 +56,9 @@ class Cell:
     """One unit of the grid (see the module docstring).
 
     Attributes:
-        kind: ``localize | unlearn | lens | reference | attack``.
-        table: ``localize | unlearn | lens | reference | table1 | table2 | table3 | table4``.
+        kind: ``localize | unlearn | lens | depth | reference | attack``.
+        table: ``localize | unlearn | lens | depth | reference | table1 | table2 | table3 |
+            table4``.
         model: unlearned-model id (``rmu``, ``almpu[early]`` ...), or ``original`` /
             ``twin`` for reference lens cells; ``""`` otherwise.
         variant: the row label in its table (method, Table 3/4 variant, reference role).
@@ -140,6 +142,20 @@ class _Specs:
         c = self.cfg
         return {"domains": c.lens_domains, "mcq": c.mcq, "batch_size": c.eval_batch_size}
 
+    def depth(self) -> dict[str, Any]:
+        c = self.cfg
+        return {"mcq": (c.mcq or {}).get("forget"), "batch_size": c.eval_batch_size,
+                "heads": True}
+
+
+def _has_twin(model: str) -> bool:
+    """Whether ``model`` has a never-learned twin (read from its metadata, no weights)."""
+    from interp_unlearn.attacks.common import related_models
+    try:
+        return related_models(model)[1] is not None
+    except (OSError, ValueError):
+        return False
+
 
 def build_plan(cfg: ReproduceConfig) -> list[Cell]:
     """Every cell of the grid, dependencies first (see the module docstring)."""
@@ -153,6 +169,7 @@ def build_plan(cfg: ReproduceConfig) -> list[Cell]:
             cells.append(cell)
 
     seeds = list(dict.fromkeys(cfg.seeds + cfg.all_ablation_seeds))
+    twin = cfg.depth and _has_twin(cfg.model)
     for seed in seeds:
         add(Cell("localize", "localize", "", "", seed, None, None,
                  _spec(kind="localize", **sp.localize(seed))))
@@ -175,6 +192,10 @@ def build_plan(cfg: ReproduceConfig) -> list[Cell]:
             for m in cfg.methods:
                 add(Cell("lens", "lens", m, m, seed, None, None,
                          _spec(kind="lens", unlearn=sp.unlearn(m, seed), **sp.lens())))
+            if cfg.depth and twin:
+                for m in cfg.methods:
+                    add(Cell("depth", "depth", m, m, seed, None, None,
+                             _spec(kind="depth", unlearn=sp.unlearn(m, seed), **sp.depth())))
         tables = []
         if main:
             tables += [("table1", "forget", cfg.table1_sizes, [(m, m) for m in cfg.methods]),

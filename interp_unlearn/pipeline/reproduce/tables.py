@@ -53,7 +53,7 @@ __all__ = ["TABLES", "build_tables", "to_latex", "to_markdown", "write_tables"]
 
 TABLES = ("table1_finetune_forget", "table2_finetune_unrelated", "table3_head_selection",
           "table4_location", "table1_recovery", "table1_recovery_restored", "table1_paired",
-          "unlearning", "timings")
+          "unlearning", "depth", "timings")
 REFERENCE_ROWS = ("original", "never-learned")
 CAPTIONS = {
     "table1_finetune_forget": "UE (%, higher = more forgotten) after fine-tuning on N "
@@ -62,6 +62,8 @@ CAPTIONS = {
     "table3_head_selection": "ALMPU UE (%) by attention-head selection (heads of the RMU "
                              "layer; K = heads perturbed)",
     "table4_location": "ALMPU UE (%) by perturbation location (K = heads perturbed)",
+    "depth": "Unlearning depth, UDS against the never-learned twin (0 = the knowledge intact "
+             "inside the model, 1 = as absent as in the twin)",
     "table1_recovery": "Recovery after fine-tuning on N forget documents (0 = twin, "
                        "1 = original)",
     "table1_recovery_restored": "Recovery on restored questions only (entities with no "
@@ -171,6 +173,8 @@ def build_tables(run_dir: str | Path) -> dict[str, pd.DataFrame]:
         cols = ["forget before", "forget after", "retain before", "retain after", "steps",
                 "seconds"]
         out["unlearning"] = _summarize(un, "model_id", "column", models, cols)
+    from interp_unlearn.pipeline.reproduce.depth_cells import depth_table
+    out["depth"] = depth_table(df, cfg.methods, _summarize)
     if not marks.empty:
         rows = []
         cpu = marks["cpu_seconds"] if "cpu_seconds" in marks.columns else None
@@ -317,7 +321,8 @@ def _digits(name: str, column: object, row: object = "") -> int:
         return 1
     if name == "table1_paired":
         return 3 if "acc" in str(row) else 1
-    return 3 if name in ("table1_recovery", "table1_recovery_restored", "unlearning") else 1
+    return 3 if name in ("table1_recovery", "table1_recovery_restored", "unlearning",
+                         "depth") else 1
 
 
 def to_markdown(t: pd.DataFrame, name: str) -> str:

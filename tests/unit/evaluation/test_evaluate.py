@@ -442,6 +442,17 @@ def test_degenerate_requests_warn(model, items):
         evaluate_mcq(model, make_tokenizer("llama_eos"), items[:3], EvalConfig(scoring="letter"))
 
 
+def test_truncated_prompts_warn_and_only_then(model, items):
+    """A prompt longer than the context is left-truncated (lm-eval's behaviour) and
+    scored: a warning names how many questions lost tokens; a fitting one gives none."""
+    tok = make_tokenizer("gpt2")
+    with pytest.warns(RuntimeWarning, match=r"2 of 2 questions .* left-truncated"):
+        evaluate_mcq(model, tok, items[:2], EvalConfig(scoring="letter", max_length=8))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", RuntimeWarning)
+        evaluate_mcq(model, tok, items[:2], EvalConfig(scoring="letter"))
+
+
 def test_bad_inputs(model):
     tok = make_tokenizer("gpt2")
     with pytest.raises(ValueError, match="no questions"):
