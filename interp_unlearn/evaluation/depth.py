@@ -68,11 +68,15 @@ TAU = 0.05
 @dataclass
 class DepthConfig(ConfigBase):
     """``tau``: knowledge-encoding threshold on ``Δ1`` (nats of mean answer log-prob);
+    ``scope``: the patched positions -- ``span`` (the reference's: the positions whose
+    logits predict the answer) or ``all`` (every position of prompt and answer, so that
+    knowledge read from the question's tokens by later attention is patched too);
     ``heads``: also the per-head map (2 x layers x heads patched forwards per batch);
     ``batch_size``: questions per forward pass; ``max_questions``: a seeded sample (None:
     all)."""
 
     tau: float = TAU
+    scope: str = "span"
     heads: bool = False
     batch_size: int = 16
     max_questions: int | None = None
@@ -81,6 +85,8 @@ class DepthConfig(ConfigBase):
     def __post_init__(self) -> None:
         if not (isinstance(self.tau, (int, float)) and math.isfinite(self.tau) and self.tau >= 0):
             raise ValueError(f"tau must be a finite number >= 0, got {self.tau!r}")
+        if self.scope not in ("span", "all"):
+            raise ValueError(f"scope must be 'span' or 'all', got {self.scope!r}")
         if isinstance(self.batch_size, bool) or int(self.batch_size) < 1:
             raise ValueError(f"batch_size must be >= 1, got {self.batch_size!r}")
 
@@ -216,7 +222,8 @@ def _deltas(full: Any, sources: dict[str, Any], rows: list[tuple[list[int], int]
     acc: dict[str, list[Tensor]] = {"base": []}
     for s in tqdm(range(0, len(rows), config.batch_size), desc=desc, disable=not progress):
         ids, mask, pos, valid = _batch(rows[s:s + config.batch_size], pad, device)
-        span = _span_mask(pos, valid, ids.shape[1])
+        span = (_span_mask(pos, valid, ids.shape[1]) if config.scope == "span"
+                else mask.bool())
         p = _answer_logprob(full(input_ids=ids, attention_mask=mask, use_cache=False).logits,
                             ids, pos, valid)
         acc["base"].append(p)

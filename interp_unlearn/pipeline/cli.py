@@ -203,6 +203,9 @@ def build_parser() -> argparse.ArgumentParser:
                     help="also the per-head map (hook_z of one head at a time; 2 x layers x "
                          "heads patched forwards per batch)")
     dp.add_argument("--tau", type=float, default=None, help="knowledge threshold (default 0.05)")
+    dp.add_argument("--scope", choices=("span", "all"), default=None,
+                    help="patched positions: span (the reference's: those predicting the "
+                         "answer; default) or all (every prompt and answer position)")
     dp.add_argument("--max-questions", type=int, default=None, help="a seeded sample")
     dp.add_argument("--batch-size", type=int, default=None)
     dp.add_argument("--formats", default="html,png", help="figure formats ('' for none)")

@@ -324,7 +324,8 @@ def _cmd_depth(args) -> CommandResult:
     from interp_unlearn.pipeline.depth_run import run_depth
 
     over = {k: v for k, v in (("tau", args.tau), ("max_questions", args.max_questions),
-                              ("batch_size", args.batch_size)) if v is not None}
+                              ("batch_size", args.batch_size), ("scope", args.scope))
+            if v is not None}
     config = DepthConfig(heads=args.heads, **over)
     out = args.out or default_out("depth", args.model)
     control = None if str(args.control).lower() == "none" else args.control

@@ -171,7 +171,8 @@ def lens(model: ModelLike, mcq: Any = ("forget", "retain"), *, scoring: str | No
 def depth(model: ModelLike, mcq: Any = "forget", *, full: ModelLike | None = None,
           reference: ModelLike | None = None, heads: bool = False,
           out_dir: str | os.PathLike | None = None, device: str = "auto",
-          dtype: str | None = None, progress: bool = False, **config: Any) -> Any:
+          dtype: str | None = None, progress: bool = False,
+          formats: Sequence[str] = ("html", "png"), **config: Any) -> Any:
     """The unlearning depth (UDS) of ``model``: the per-layer table
     (``df.attrs["summary"]["uds"]``; with ``heads``, ``df.attrs["heads"]``, the per-head
     map). ``full``/``reference`` default to the checkpoint's original and never-learned
@@ -182,4 +183,4 @@ def depth(model: ModelLike, mcq: Any = "forget", *, full: ModelLike | None = Non
 
     return run_depth(model, out_dir, full=full, reference=reference, mcq=mcq,
                      config=DepthConfig(heads=heads, **config), device=device, dtype=dtype,
-                     progress=progress)
+                     progress=progress, formats=formats)

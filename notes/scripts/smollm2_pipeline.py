@@ -73,6 +73,7 @@ def causal(out: Path, n_random: int = 3) -> None:
 
     import interp_unlearn as iu
     from interp_unlearn.core.bridge import to_bridge
+    from interp_unlearn.core.heads import parse_heads
     from interp_unlearn.evaluation.causal import ablation_table
     from interp_unlearn.evaluation.scoring import EvalConfig
 
@@ -85,9 +86,7 @@ def causal(out: Path, n_random: int = 3) -> None:
     frames = []
     t0 = time.time()
     for name in ("localize", "attribution"):
-        heads_file = out / name / ("selected_heads.json" if name == "localize"
-                                   else "selected_heads.json")
-        heads = iu.load_heads(heads_file)
+        heads = parse_heads(out / name / "selected_heads.json")
         tab = ablation_table(bridge, lm.tokenizer, lm.mcq_path("forget"), lm.mcq_path("retain"),
                              heads, n_random=n_random, seed=0, mode="mean",
                              config=EvalConfig(scoring=SCORING))

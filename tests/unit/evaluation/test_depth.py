@@ -61,6 +61,21 @@ def test_sanity_anchors_original_0_twin_1(micro, twin, heads):
         assert len(orig["heads"]) == 16 and set(orig["heads"]["head"]) == set(range(4))
 
 
+def test_scope_all_patches_every_position_and_keeps_the_anchors(micro, twin):
+    items = load_mcq(micro.mcq_path("forget"))[:16]
+    span = depth_scores(micro.model, twin.model, micro.model, micro.tokenizer, items,
+                        DepthConfig())
+    every = depth_scores(micro.model, twin.model, micro.model, micro.tokenizer, items,
+                         DepthConfig(scope="all"))
+    same = depth_scores(micro.model, twin.model, twin.model, micro.tokenizer, items,
+                        DepthConfig(scope="all"))
+    assert every["summary"]["uds"] == 0.0 and same["summary"]["uds"] == 1.0
+    # on the micro organism, patching the question's positions too moves the answer at least
+    # as much (the twin lacks the facts there as well)
+    assert (every["layers"]["delta_s1"] >= span["layers"]["delta_s1"] - 1e-6).all()
+    assert every["summary"]["n_scored"] >= span["summary"]["n_scored"]
+
+
 def test_control_warns_when_the_reference_is_not_a_twin(micro):
     """A random-weight model is no never-learned reference: it moves the control questions
     as much as the forget ones, and the run says so."""
@@ -81,3 +96,5 @@ def test_config_rejects_bad_values():
         DepthConfig(tau=float("nan"))
     with pytest.raises(ValueError, match="batch_size"):
         DepthConfig(batch_size=0)
+    with pytest.raises(ValueError, match="scope"):
+        DepthConfig(scope="prompt")
