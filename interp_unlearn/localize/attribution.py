@@ -60,6 +60,7 @@ from interp_unlearn.evaluation.scoring import EvalConfig, evaluate_mcq
 from interp_unlearn.evaluation.scoring import pad_id as _pad_id
 from interp_unlearn.interventions import HeadAblation, attach, mean_head_outputs
 from interp_unlearn.interventions.attach import Head
+from interp_unlearn.interventions.hf_hooks import head_hooks, o_proj
 from interp_unlearn.localize import _collate, _tokenize, causal_lm_loss
 from interp_unlearn.core.config import ConfigBase
 from interp_unlearn.core.mcq import MCQ, N_CHOICES
@@ -181,6 +182,15 @@ def _neg_ce(bridge: TransformerBridge, batches: list, device: torch.device) -> f
     return -total / max(count, 1)
 
 
+def _has_o_proj(model: Any) -> bool:
+    """Whether ``model`` is a Llama-style decoder whose heads the HF hooks can reach."""
+    try:
+        o_proj(model, 0)
+    except (TypeError, AttributeError, IndexError):
+        return False
+    return True
+
+
 def _mcq_logp(lm: Any, tokenizer: Any, items: list[MCQ], cfg: EvalConfig) -> float:
     """Mean log-probability of the correct choice among the four (higher = better)."""
     df = evaluate_mcq(lm, tokenizer, items, cfg).per_question
@@ -221,13 +231,17 @@ def head_attribution(model: PreTrainedModel | TransformerBridge, tokenizer: Any,
     device = next(bridge.parameters()).device
     sets = {"forget": _sample(forget, config.max_texts, config.seed, "forget"),
             "retain": _sample(retain, config.max_texts, config.seed, "retain")}
+    hf = None  # the HF fast path (MCQ signal only)
     if config.signal == "mcq":
         for name, items in sets.items():
             if not all(isinstance(i, MCQ) for i in items):
                 raise TypeError(f"signal='mcq' needs MCQ items for {name}; got "
                                 f"{type(items[0]).__name__}")
         cfg = EvalConfig(scoring=config.scoring or "cloze", batch_size=config.batch_size)
-        lm = BridgeLM(bridge)
+        # an HF Llama-style model is scored (and ablated, at its o_proj input) directly:
+        # the evaluator's KV-cache prefix sharing applies there, not through the bridge
+        hf = model if isinstance(model, PreTrainedModel) and _has_o_proj(model) else None
+        lm = hf if hf is not None else BridgeLM(bridge)
         measure = lambda name: _mcq_logp(lm, tokenizer, sets[name], cfg)  # noqa: E731
     else:
         pad = _pad_id(tokenizer)
@@ -256,8 +270,13 @@ def head_attribution(model: PreTrainedModel | TransformerBridge, tokenizer: Any,
         rows_out = []
         heads = [(l, h) for l in range(dims["n_layers"]) for h in range(dims["n_heads"])]
         for layer, head in tqdm(heads, desc="ablation attribution", disable=not progress):
-            with attach(bridge, HeadAblation([(layer, head)], config.mode, means)):
-                value = {name: measure(name) for name in sets}
+            ablation = HeadAblation([(layer, head)], config.mode, means)
+            if config.signal == "mcq" and hf is not None:
+                with head_hooks(hf, ablation.forward, layers=[layer]):
+                    value = {name: measure(name) for name in sets}
+            else:
+                with attach(bridge, ablation):
+                    value = {name: measure(name) for name in sets}
             rows_out.append({"layer": layer, "head": head,
                              "d_forget": base["forget"] - value["forget"],
                              "d_retain": base["retain"] - value["retain"]})

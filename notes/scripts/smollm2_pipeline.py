@@ -86,6 +86,9 @@ def causal(out: Path, n_random: int = 3) -> None:
     frames = []
     t0 = time.time()
     for name in ("localize", "attribution"):
+        if not (out / name / "selected_heads.json").is_file():
+            print(f"causal: no {name} selection, skipped")
+            continue
         heads = parse_heads(out / name / "selected_heads.json")
         tab = ablation_table(bridge, lm.tokenizer, lm.mcq_path("forget"), lm.mcq_path("retain"),
                              heads, n_random=n_random, seed=0, mode="mean",

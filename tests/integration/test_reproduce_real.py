@@ -46,7 +46,7 @@ def test_reduced_grid_on_a_non_organism_checkpoint(real_like, tmp_path):
         table2_sizes=[2], table2_methods=["rmu"], ablation_sizes=[0], head_variants=[],
         location_variants=[], top_k=2, unlearn={"*": {"max_num_batches": 2}},
         localize={"steps": 2}, attack_overrides={"epochs": 1, "lora_rank": 4},
-        threads=1, workers=1, progress=False, figures=False, **files))
+        threads=1, workers=1, progress=False, figures=False, scoring="cloze", **files))
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # unvalidated family, no twin: asserted below
         summary = run_reproduce(cfg, tmp_path / "run")
@@ -60,6 +60,9 @@ def test_reduced_grid_on_a_non_organism_checkpoint(real_like, tmp_path):
     ucfg = json.loads(next((tmp_path / "run").rglob("unlearn_config.json")).read_text())
     assert ucfg["forget_corpus"] == files["forget_corpus"]
     assert ucfg["forget_mcq"] == files["mcq"]["forget"]
+    # the run's scoring reaches every cell (the plain checkpoint's own would be letter)
+    assert ucfg["eval_scoring"] == "cloze"
+    assert set(df[df["kind"] == "attack"]["scoring"].dropna()) == {"cloze"}
     att = df[(df["kind"] == "attack") & (df["metric"] == "accuracy")]
     assert set(att["N"].astype(int)) == {0, 2}
     # Table 2's unrelated data is the given retain corpus

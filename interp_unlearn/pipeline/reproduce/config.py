@@ -141,6 +141,8 @@ class ReproduceConfig(ConfigBase):
             never-learned twin; no cells when the model has no twin.
         mcq: ``{domain: MCQ JSONL}`` for models without a synthetic world (``None``: the
             model's own pools); also the questions every unlearning run scores.
+        scoring: MCQ scoring of every cell (``letter`` / ``cloze``; ``None``: the model's
+            own -- cloze for organisms, letter otherwise).
         forget_corpus, retain_corpus: JSONL corpora for a model without a synthetic world
             or shipped sets (a real checkpoint): the forget corpus is localization's
             training text, unlearning's forget data and the ``forget`` attack data; the
@@ -179,6 +181,7 @@ class ReproduceConfig(ConfigBase):
     lens_domains: list[str] = field(default_factory=lambda: ["forget", "retain"])
     depth: bool = True
     mcq: dict[str, str] | None = None
+    scoring: str | None = None
     forget_corpus: str | None = None
     retain_corpus: str | None = None
     eval_batch_size: int = 32
@@ -229,6 +232,8 @@ class ReproduceConfig(ConfigBase):
             setattr(self, name, vs)
         if self.attack not in ATTACKS:
             raise ValueError(f"attack {self.attack!r} unknown; valid: {sorted(ATTACKS)}")
+        if self.scoring not in (None, "letter", "cloze"):
+            raise ValueError(f"scoring must be 'letter', 'cloze' or null, got {self.scoring!r}")
         if self.pool not in ("same", "attack"):
             raise ValueError(f"pool must be 'same' or 'attack', got {self.pool!r}")
         if self.attack == "finetune":  # bad presets / fields / lr fail here, not mid-grid
@@ -286,7 +291,8 @@ class ReproduceConfig(ConfigBase):
         for key, value in (("forget_corpus", self.forget_corpus),
                            ("retain_corpus", self.retain_corpus),
                            ("forget_mcq", (self.mcq or {}).get("forget")),
-                           ("retain_mcq", (self.mcq or {}).get("retain"))):
+                           ("retain_mcq", (self.mcq or {}).get("retain")),
+                           ("eval_scoring", self.scoring)):
             if value is not None:
                 out.setdefault(key, value)
         return out

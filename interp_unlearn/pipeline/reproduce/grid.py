@@ -321,7 +321,7 @@ class GridRunner:
         data = c.attack_data(cell.data)
         return run_floor(target, c.attack, data=data, pool=c.pool, samples=[int(cell.N)],
                          seeds=[int(cell.seed)], out=self.out / FLOOR_DIR,
-                         domains=tuple(c.attack_domains), mcq=c.mcq,
+                         domains=tuple(c.attack_domains), mcq=c.mcq, scoring=c.scoring,
                          batch_size=c.eval_batch_size, progress=False, **kw,
                          **c.attack_kwargs())
 
@@ -371,7 +371,7 @@ class GridRunner:
             spec = str(self.checkpoint(cell.model, int(cell.seed)))
             method = model_method(cell.model)
         lm = load_model(spec, device=cfg.device)
-        econf = EvalConfig(scoring=lm.default_scoring, batch_size=cfg.eval_batch_size)
+        econf = EvalConfig(cfg.scoring or lm.default_scoring, cfg.eval_batch_size)
         rows = []
         for domain, items in resolve_mcqs(lm, cfg.mcq, tuple(cfg.lens_domains)).items():
             items = load_mcq(items) if isinstance(items, Path) else items

@@ -129,7 +129,7 @@ class NPOSAM(NPO):
 
     def sam_gradient(self, forget: Batch) -> tuple[Tensor, list[Tensor], list[Tensor]]:
         """``(L_NPO(θ+ε), g_SAM, params)``; the weights are restored on return."""
-        model, ref = self.ctx.model, self.ctx.reference
+        ref = self.ctx.reference
         params = [p for p in self.trainable().values()]
         with torch.no_grad():
             logp_ref = sequence_logprob(

@@ -57,6 +57,18 @@ def test_ablation_leaves_no_hook_and_is_deterministic(micro, mcqs, result):
     assert not any(m._forward_hooks for m in hooks)
 
 
+def test_hf_fast_path_equals_the_bridge(micro, mcqs, result):
+    """An HF model is ablated at its ``o_proj`` input and scored with the evaluator's
+    prefix sharing; the scores equal the bridge path's to float rounding, and the model
+    is left without hooks."""
+    hf = head_attribution(micro.model, micro.tokenizer, *mcqs,
+                          AttributionConfig(top_k=3, max_texts=None), progress=False)
+    diff = (hf.table["score"] - result.table["score"]).abs().max()
+    assert diff < 1e-5, diff
+    assert hf.selected == result.selected
+    assert all(not m._forward_pre_hooks for m in micro.model.modules())
+
+
 def test_text_signal_and_forget_score(micro):
     from interp_unlearn.data.world import World
     w = World.load(micro.world_dir)
