@@ -33,7 +33,8 @@ from typing import Any
 from interp_unlearn.data.organism import ASSETS
 
 __all__ = ["INSTALL", "PACKAGED", "REAL_SETS", "PackagedModel", "PackageMissingError",
-           "load_packaged", "packaged_gguf", "real_corpus", "real_practice", "real_set_path"]
+           "load_packaged", "own_forget_corpus", "packaged_gguf", "real_corpus", "real_practice",
+           "real_set_path"]
 
 #: The shipped real-knowledge MCQ sets and corpora.
 REAL_SETS = ASSETS / "real-knowledge"
@@ -154,3 +155,15 @@ def real_corpus(real_set: str | None, spec: Any) -> Any:
 def real_practice(real_set: str | None) -> Path | None:
     """The set's held-out forget questions (its ``forget-practice`` pool), or None."""
     return real_set_path(real_set, "forget-practice") if real_set else None
+
+
+def own_forget_corpus(lm: Any) -> Any:
+    """A loaded model's own forget data: its synthetic world (a ``World``, organisms), its
+    shipped forget corpus (a list of texts, packaged real models), or None."""
+    if lm.world_dir is not None:
+        from interp_unlearn.data.world import World
+        return World.load(lm.world_dir)
+    if lm.meta.get("real_set"):
+        from interp_unlearn.data.world import read_texts
+        return read_texts(real_set_path(lm.meta["real_set"], "forget", "corpora"))
+    return None

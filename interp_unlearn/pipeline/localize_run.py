@@ -81,16 +81,10 @@ def run_localize(model_name: Any, top_k: int | None, out_dir: str | Path,
     if config is None:
         config = localize_config(loaded, **extra)
     label = loaded.name
-    corpus: World | Sequence[str]
-    if texts is not None:
-        corpus = list(texts)
-    elif loaded.world_dir is not None:
-        corpus = World.load(loaded.world_dir)
-    elif loaded.meta.get("real_set"):  # a packaged real model: its shipped forget corpus
-        from interp_unlearn.data.corpora import load_corpus
-        from interp_unlearn.data.packaged import real_set_path
-        corpus = load_corpus(real_set_path(loaded.meta["real_set"], "forget", "corpora"))
-    else:
+    from interp_unlearn.data.packaged import own_forget_corpus
+    corpus: World | Sequence[str] | None = (list(texts) if texts is not None
+                                            else own_forget_corpus(loaded))
+    if corpus is None:
         raise ValueError(f"{label} carries no synthetic world or shipped corpus; pass the "
                          "forget texts (texts=...; CLI: --texts FILE)")
     net = loaded.model

@@ -31,9 +31,15 @@ def write_diagnostics(out_dir: Path, method: str, step: int, diag: dict[str, Any
                f"{diag.get('delta_over_eps_median')}, answer log-prob gain "
                f"{diag.get('adversary_gain_logprob')}; thresholds {diag.get('thresholds')}): "
                f"θ was not trained against a live perturbation -- see {path}")
-        warnings.warn(msg, RuntimeWarning, stacklevel=3)
-        print(f"!!!!! {msg}", file=sys.stderr, flush=True)
+        _loud(msg)
     return path
+
+
+def _loud(msg: str) -> None:
+    """A ``RuntimeWarning`` (attributed to the trainer's caller) and a ``!!!!!`` line on
+    stderr, which survives warning filters."""
+    warnings.warn(msg, RuntimeWarning, stacklevel=4)
+    print(f"!!!!! {msg}", file=sys.stderr, flush=True)
 
 
 def edit_effect(totals: list[float], before: dict[str, Any], after: dict[str, Any]
@@ -66,5 +72,4 @@ def warn_if_inert(method: str, edit: dict[str, Any], where: Any) -> None:
            f"{edit.get('forget_drop', float('nan')):.3f}; thresholds {edit['thresholds']}): "
            f"the preset does not move this model -- tune it on practice questions "
            f"(--set / --lr); see {where}")
-    warnings.warn(msg, RuntimeWarning, stacklevel=3)
-    print(f"!!!!! {msg}", file=sys.stderr, flush=True)
+    _loud(msg)

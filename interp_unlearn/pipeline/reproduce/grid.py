@@ -243,18 +243,14 @@ class GridRunner:
     def _localize(self, cell: Cell) -> list[dict[str, Any]]:
         from interp_unlearn.localize import localize
         from interp_unlearn.localize.config import localize_config
-        from interp_unlearn.data.world import World
-        cfg, seed = self.cfg, int(cell.seed)
         from interp_unlearn.data.corpora import load_corpus
+        from interp_unlearn.data.packaged import own_forget_corpus
+        cfg, seed = self.cfg, int(cell.seed)
         lm = load_model(cfg.model, device=cfg.device)
-        if cfg.forget_corpus is not None:  # a real checkpoint: the given forget corpus
-            corpus: Any = load_corpus(cfg.forget_corpus)
-        elif lm.world_dir is not None:
-            corpus = World.load(lm.world_dir)
-        elif lm.meta.get("real_set"):  # a packaged real model: its shipped forget corpus
-            from interp_unlearn.data.packaged import real_set_path
-            corpus = load_corpus(real_set_path(lm.meta["real_set"], "forget", "corpora"))
-        else:
+        # a real checkpoint: the given forget corpus; else the model's own (world, shipped)
+        corpus = (load_corpus(cfg.forget_corpus) if cfg.forget_corpus is not None
+                  else own_forget_corpus(lm))
+        if corpus is None:
             raise ValueError(f"{cfg.model} carries no synthetic world: localization needs its "
                              "forget documents; pass --set forget_corpus=FILE.jsonl (and "
                              "retain_corpus=..., mcq={\"forget\": ..., \"retain\": ...})")
