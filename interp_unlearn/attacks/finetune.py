@@ -55,6 +55,7 @@ from typing import Any
 import torch
 from transformers import get_constant_schedule_with_warmup, get_linear_schedule_with_warmup
 
+from interp_unlearn.core.distributed import BatchSplitError, all_reduce_sum_, dist_env
 from interp_unlearn.attacks.common import (POOLS, AttackResult, ModelSpec, attack_corpus,
                                            load_attack_target, run_eval_for, sample_texts)
 
@@ -263,6 +264,10 @@ def train_on_texts(model: torch.nn.Module, tokenizer: Any, texts: Sequence[str],
              else get_constant_schedule_with_warmup(opt, warmup))
     gen = torch.Generator().manual_seed(int(seed))
     device = next(model.parameters()).device
+    env = dist_env()  # under `accelerate launch`: a step's micro-batches spread over processes
+    if config.grad_accum % env.world:
+        raise BatchSplitError(f"grad_accum {config.grad_accum} (micro-batches per step) is not "
+                              f"divisible by {env.world} processes; use a multiple of {env.world}")
     losses: list[float] = []
     t0 = time.time()
     model.train()
@@ -274,7 +279,9 @@ def train_on_texts(model: torch.nn.Module, tokenizer: Any, texts: Sequence[str],
         for start in range(0, len(micro), config.grad_accum):
             group = micro[start:start + config.grad_accum]
             step_loss = 0.0
-            for mb in group:
+            for j, mb in enumerate(group):
+                if j % env.world != env.rank:  # another process's micro-batch
+                    continue
                 ids, mask, labels = (t.to(device) for t in _collate([docs[i] for i in mb], pad_id))
                 logits = model(input_ids=ids, attention_mask=mask).logits.float()
                 tok_loss = torch.nn.functional.cross_entropy(
@@ -284,10 +291,18 @@ def train_on_texts(model: torch.nn.Module, tokenizer: Any, texts: Sequence[str],
                 # accumulation steps
                 n_mb = int((labels[:, 1:] != -100).sum())
                 loss = tok_loss / max(n_mb, 1) / len(group)
-                if not torch.isfinite(loss):
+                if not torch.isfinite(loss) and not env.distributed:
                     raise FloatingPointError(f"non-finite fine-tuning loss at step {step}")
                 loss.backward()
                 step_loss += float(loss.detach())
+            if env.distributed:  # the gradients of the whole step, on every process
+                total_loss = torch.tensor([step_loss], device=device)
+                for p in trainable:  # a process without a micro-batch adds zeros
+                    p.grad = torch.zeros_like(p) if p.grad is None else p.grad
+                all_reduce_sum_([total_loss] + [p.grad for p in trainable], env)
+                step_loss = float(total_loss)
+                if not math.isfinite(step_loss):
+                    raise FloatingPointError(f"non-finite fine-tuning loss at step {step}")
             if config.max_grad_norm:
                 torch.nn.utils.clip_grad_norm_(trainable, config.max_grad_norm)
             opt.step()

@@ -136,11 +136,12 @@ def head_restore_attack(model: ModelSpec, n: int, seed: int = 0, *, heads: Any =
                         domains: Sequence[str] = ("forget",), batch_size: int = 32,
                         keep_model: bool = False, progress: bool = False,
                         kappa: float | None = None, epsilon: float | None = None,
-                        **_: Any) -> AttackResult:
+                        texts: Sequence[str] | None = None, **_: Any) -> AttackResult:
     """Train only the selected heads of a copy of ``model`` on ``n`` attack documents
     (see the module docstring) and evaluate it. ``keep_model`` (``weights`` mode) returns
     the trained copy in ``AttackResult.attacked_model``. ``kappa`` / ``epsilon`` bound the
-    ``delta`` mode's vectors (default: unbounded)."""
+    ``delta`` mode's vectors (default: unbounded). ``texts``: the corpus the ``n``
+    documents are drawn from (default: ``data``/``pool``'s, as every attack draws)."""
     if mode not in HEAD_RESTORE_MODES:
         raise ValueError(f"mode must be one of {HEAD_RESTORE_MODES}, got {mode!r}")
     from interp_unlearn.interventions.adversary import check_radius_options
@@ -154,8 +155,11 @@ def head_restore_attack(model: ModelSpec, n: int, seed: int = 0, *, heads: Any =
         base.lr if config is not None else _DEFAULT_LR[mode]))
     lm = load_attack_target(model, copy_weights=n > 0 and mode == "weights")
     head_list = resolve_heads(heads, lm)
-    corpus, pool_label, files = attack_corpus(lm.world_dir, data, pool,
-                                                     real_set=lm.meta.get("real_set"))
+    if texts is None:
+        corpus, pool_label, files = attack_corpus(lm.world_dir, data, pool,
+                                                  real_set=lm.meta.get("real_set"))
+    else:
+        corpus, pool_label, files = list(texts), "given", []
     config_d = {"mode": mode, "heads": [list(h) for h in head_list],
                 **({"kappa": kappa, "epsilon": epsilon} if mode == "delta" else {}),
                 **{k: v for k, v in cfg.to_dict().items() if k != "method"}}

@@ -31,7 +31,8 @@ from interp_unlearn.pipeline.cli_common import (PROG, CLIParser, add_common_argu
 from interp_unlearn.pipeline.commands import (DOMAIN_NAMES, HANDLERS,  # noqa: F401 - API
                                               CommandResult, logit_lens_run, organism_report)
 
-ATTACK_KINDS = ("finetune", "quantize", "orthogonalize", "head-restore", "in-context")
+ATTACK_KINDS = ("finetune", "quantize", "orthogonalize", "head-restore", "in-context",
+                "worst-case")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -153,7 +154,18 @@ def build_parser() -> argparse.ArgumentParser:
                     help="head-restore delta: radius κ·E‖z‖ per head (default unbounded)")
     at.add_argument("--epsilon", type=float, default=None,
                     help="head-restore delta: absolute radius per head")
-    at.add_argument("--samples", default="0,5,10")
+    at.add_argument("--samples", default=None, help="attack sizes N (default 0,5,10)")
+    at.add_argument("--trials", type=int, default=None,
+                    help="worst-case: completed Optuna trials the study should hold (default "
+                         "20; a rerun in the same --out resumes)")
+    at.add_argument("--families", default=None,
+                    help="worst-case: attack families searched, comma list of lora, full, "
+                         "head-delta (default all; head-delta needs heads)")
+    at.add_argument("--retain-margin", type=float, default=None,
+                    help="worst-case: retain accuracy must stay >= the original's minus this "
+                         "(fraction, default 0.10)")
+    at.add_argument("--formats", default="html,png",
+                    help="worst-case: formats of the best-so-far figure ('' for none)")
     at.add_argument("--forget-mcq", default=None, metavar="JSONL",
                     help="forget questions scored after each attack (cais/wmdp schema; "
                          "default: the model's own forget set)")
@@ -216,6 +228,9 @@ def build_parser() -> argparse.ArgumentParser:
             "runs/depth-MODEL)",
         seeds="depth is deterministic")
 
+    from interp_unlearn.pipeline.localize_benchmark import add_arguments as add_localize_benchmark
+    add_localize_benchmark(sub)
+
     rp = sub.add_parser("reproduce", help="the paper's experiment grid: every table and figure")
     rp.add_argument("--quick", action="store_true",
                     help="1 seed, reduced sizes and variants, short attacks (see README)")
@@ -232,6 +247,8 @@ def build_parser() -> argparse.ArgumentParser:
     rp.add_argument("--formats", default=None, help="figure formats (default html,png,svg,pdf)")
     rp.add_argument("--no-figures", action="store_true")
     rp.add_argument("--dry-run", action="store_true", help="write the config and plan only")
+    from interp_unlearn.pipeline.reproduce_flags import add_cluster_arguments
+    add_cluster_arguments(rp)
     add_common_arguments(
         rp, unused=("dtype",), defaults={"model": "organism"},
         model="built-in organism or checkpoint dir (default organism); a checkpoint "

@@ -32,12 +32,14 @@ def _formats(text: str | None) -> tuple[str, ...]:
 
 
 def _cmd_reproduce(args) -> CommandResult:
-    from interp_unlearn.pipeline.reproduce.config import (CONFIG_FILE, ReproduceConfig,
+    from interp_unlearn.pipeline.reproduce.config import (ReproduceConfig,
                                                           parse_overrides)
     from interp_unlearn.pipeline.reproduce.config import default_out as reproduce_out
     from interp_unlearn.pipeline.reproduce.grid import run_reproduce
+    from interp_unlearn.pipeline.reproduce_flags import cluster_overrides
 
     over = parse_overrides(args.set)
+    shard = cluster_overrides(args, over)  # a bad --shard fails here, before any work
     for key, value in (("seeds", args.seeds), ("threads", args.threads or None),
                        ("workers", args.workers),
                        ("methods", args.methods.split(",") if args.methods else None),
@@ -52,13 +54,14 @@ def _cmd_reproduce(args) -> CommandResult:
         over["progress"] = False
     out = args.out or reproduce_out(args.model, args.quick)
     if args.resume:
-        saved = ReproduceConfig.load_json(out / CONFIG_FILE).to_dict()
+        from interp_unlearn.pipeline.reproduce.shard import saved_config
+        saved = ReproduceConfig.load_json(saved_config(out, shard)).to_dict()
         cfg = ReproduceConfig.from_dict({**saved, **over})
     else:
         cfg = ReproduceConfig.preset(args.model, quick=args.quick, **over)
-    res = run_reproduce(cfg, out, dry_run=args.dry_run)
+    res = run_reproduce(cfg, out, dry_run=args.dry_run, shard=shard)
     text = "\n".join(f"{k}: {v}" for k, v in res.items() if k not in ("figures", "tables"))
-    return CommandResult(out, res, text)
+    return CommandResult(Path(res["out"]), res, text)
 
 
 def _cmd_figures(args) -> CommandResult:
@@ -84,6 +87,15 @@ def _load_kw(args) -> dict[str, Any]:
 def _cmd_attack(args) -> CommandResult:
     from interp_unlearn.attacks.floor import run_attack
 
+    if args.kind == "worst-case":
+        from interp_unlearn.pipeline.worst_case_run import worst_case_command
+
+        return CommandResult(*worst_case_command(args, formats=_formats(args.formats)))
+    given_ws = [f for f, v in (("--trials", args.trials), ("--families", args.families),
+                               ("--retain-margin", args.retain_margin)) if v is not None]
+    if given_ws:
+        raise ValueError(f"{', '.join(given_ws)} only apply to --kind worst-case")
+    args.samples = args.samples if args.samples is not None else "0,5,10"
     kw: dict[str, Any] = {"pool": args.pool, "progress": not (args.quiet or args.json)}
     if args.kind == "finetune":
         kw["config"] = args.config
@@ -345,8 +357,14 @@ def _cmd_depth(args) -> CommandResult:
     return CommandResult(out, summary, text)
 
 
+def _cmd_localize_benchmark(args) -> CommandResult:
+    from interp_unlearn.pipeline.localize_benchmark import cmd_localize_benchmark
+    return CommandResult(*cmd_localize_benchmark(args))
+
+
 #: command -> the name of its function here (looked up per call: tests replace them)
 HANDLERS = {"evaluate": "_cmd_evaluate", "organism": "_cmd_organism",
             "localize": "_cmd_localize", "unlearn": "_cmd_unlearn", "attack": "_cmd_attack",
             "logit-lens": "_cmd_logit_lens", "reproduce": "_cmd_reproduce",
-            "figures": "_cmd_figures", "depth": "_cmd_depth"}
+            "figures": "_cmd_figures", "depth": "_cmd_depth",
+            "localize-benchmark": "_cmd_localize_benchmark"}

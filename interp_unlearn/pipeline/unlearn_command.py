@@ -54,6 +54,22 @@ def add_unlearn_arguments(p: argparse.ArgumentParser) -> argparse.ArgumentParser
                         "by the parameter's type, true/false for booleans; checked before "
                         "loading)")
     p.add_argument("--threads", type=int, default=0)
+    p.add_argument("--grad-accum", type=int, default=1,
+                   help="gradient-accumulation steps; --batch-size is the effective batch, "
+                        "split into processes x grad-accum equal micro-batches (under "
+                        "`accelerate launch`: docs/multi_gpu.md)")
+    p.add_argument("--gradient-checkpointing", action="store_true",
+                   help="recompute decoder-layer activations in the backward pass")
+    p.add_argument("--lora-rank", type=int, default=0,
+                   help="train LoRA adapters of this rank on the method's linear weights, "
+                        "merged into the checkpoint (0: off)")
+    p.add_argument("--lora-alpha", type=float, default=None, help="LoRA scale numerator "
+                   "(default 2 x rank)")
+    p.add_argument("--optimizer", default="adamw",
+                   choices=("adamw", "adamw8bit", "paged_adamw8bit", "paged_adamw"),
+                   help="adamw, or bitsandbytes' 8-bit / paged AdamW (needs bitsandbytes)")
+    p.add_argument("--no-eval", action="store_true",
+                   help="skip the before/after MCQ scoring (accuracies null)")
     p.add_argument("--overwrite", action="store_true",
                    help="replace a non-empty --out (never allowed: the input model itself)")
     add_common_arguments(
@@ -95,14 +111,24 @@ def unlearn_from_args(args: Any) -> tuple[Any, Path]:
         retain_corpus=g("retain_corpus"), params=params, forget_mcq=g("forget_mcq"),
         eval_scoring=g("scoring"),
         retain_mcq=g("retain_mcq"),
-        threads=g("threads", 0) or 0, progress=not quiet)
+        threads=g("threads", 0) or 0, progress=not quiet,
+        grad_accum=g("grad_accum", 1) or 1,
+        gradient_checkpointing=bool(g("gradient_checkpointing", False)),
+        lora_rank=g("lora_rank", 0) or 0, lora_alpha=g("lora_alpha"),
+        optimizer=g("optimizer", "adamw") or "adamw", evaluate=not g("no_eval", False))
     if g("out"):  # --out is checked before the model is loaded, too
         from interp_unlearn.data.loading import resolve
         from interp_unlearn.unlearn.output import check_out_dir
 
         check_out_dir(Path(g("out")), resolve(g("model") or "organism")[1],
                       bool(g("overwrite", False)))
-    lm = load_model(g("model") or "organism", device=g("device") or "auto", dtype=g("dtype"))
+    from interp_unlearn.core.distributed import dist_env
+
+    env = dist_env()  # under `accelerate launch`: each process on its own device
+    device = g("device") or "auto"
+    if env.distributed and device == "auto" and env.device is not None:
+        device = str(env.device)
+    lm = load_model(g("model") or "organism", device=device, dtype=g("dtype"))
     trainer = Trainer(lm, config, heads=g("heads"), out_dir=g("out"),
                       overwrite=bool(g("overwrite", False)))
     return trainer.run(), trainer.out_dir
@@ -120,6 +146,10 @@ def run_unlearn(args: Any) -> int:
     :func:`unlearn_from_args`). Prints the result (one JSON object with ``--json``, with
     the ``"out"`` key; else a summary and ``results: DIR``) and returns the exit code."""
     res, out = unlearn_from_args(args)
+    from interp_unlearn.core.distributed import dist_env
+
+    if not dist_env().is_main:  # under `accelerate launch` the main process reports
+        return 0
     if getattr(args, "json", False):
         print(json.dumps({**res.to_dict(), "out": str(out)}, default=str))
     else:

@@ -23,14 +23,22 @@ from interp_unlearn.core.checkpoint import META_FILE
 
 @dataclass
 class Batch:
-    """A padded batch of texts: ``input_ids`` / ``attention_mask`` ``[batch, pos]``."""
+    """A padded batch of texts: ``input_ids`` / ``attention_mask`` ``[batch, pos]``.
+
+    A *micro-batch* (rows of a global batch, :mod:`.distributed`) also carries ``share``
+    (its rows / the global batch's rows) and the global batch's real-token counts, so that
+    token means are taken over the global batch (:func:`.losses.token_denominator`)."""
 
     input_ids: Tensor
     attention_mask: Tensor
     texts: list[str]
+    share: float = 1.0
+    global_tokens: int | None = None   # real tokens (attention mask) of the global batch
+    global_targets: int | None = None  # next-token targets (lm_loss's count) of it
 
     def to(self, device: torch.device | str) -> "Batch":
-        return Batch(self.input_ids.to(device), self.attention_mask.to(device), self.texts)
+        return Batch(self.input_ids.to(device), self.attention_mask.to(device), self.texts,
+                     self.share, self.global_tokens, self.global_targets)
 
 
 def _world_texts(world_dir: Path | None, name: str) -> list[str]:

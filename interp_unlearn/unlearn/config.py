@@ -66,6 +66,17 @@ class UnlearnConfig(ConfigBase):
         progress: tqdm progress bar.
         check_grads: check gradients for NaN/inf before every optimiser step.
         evaluate: score the MCQs before/after (False: accuracies are None; for speed).
+        grad_accum: gradient-accumulation steps. ``batch_size`` is the **effective** batch
+            (rows per optimiser step): each process computes ``batch_size / (processes ×
+            grad_accum)`` rows per micro-batch, and the result does not depend on the
+            split (:mod:`~interp_unlearn.core.distributed`).
+        gradient_checkpointing: recompute decoder-layer activations in the backward pass.
+        lora_rank: LoRA adapters of this rank on the trained linear weights, merged at the
+            end (0: off; :mod:`.lora`); lora_alpha: their scale numerator (None: 2·rank).
+        optimizer: ``adamw``, or bitsandbytes' ``adamw8bit`` / ``paged_adamw8bit`` /
+            ``paged_adamw`` (:mod:`.memory`).
+        frozen_reference: ``shared`` (the frozen reference shares every untrained tensor
+            with the model) or ``deepcopy`` (the old full copy; same results, more memory).
     """
 
     method: str = "rmu"
@@ -93,6 +104,12 @@ class UnlearnConfig(ConfigBase):
     progress: bool = True
     check_grads: bool = True
     evaluate: bool = True
+    grad_accum: int = 1
+    gradient_checkpointing: bool = False
+    lora_rank: int = 0
+    lora_alpha: float | None = None
+    optimizer: str = "adamw"
+    frozen_reference: str = "shared"
 
     @property
     def steps(self) -> int | None:
@@ -175,6 +192,20 @@ def _validate(c: UnlearnConfig) -> None:
         raise ValueError(f"padding_side must be 'left' or 'right', got {c.padding_side!r}")
     if c.grad_clip is not None and not c.grad_clip > 0:
         raise ValueError(f"grad_clip must be None or > 0, got {c.grad_clip!r}")
+    if isinstance(c.grad_accum, bool) or not isinstance(c.grad_accum, int) or c.grad_accum < 1:
+        raise ValueError(f"grad_accum must be a positive int, got {c.grad_accum!r}")
+    if isinstance(c.lora_rank, bool) or not isinstance(c.lora_rank, int) or c.lora_rank < 0:
+        raise ValueError(f"lora_rank must be an int >= 0 (0: no LoRA), got {c.lora_rank!r}")
+    if c.lora_alpha is not None and not (isinstance(c.lora_alpha, (int, float))
+                                         and c.lora_alpha > 0):
+        raise ValueError(f"lora_alpha must be None or > 0, got {c.lora_alpha!r}")
+    from interp_unlearn.unlearn.memory import OPTIMIZERS, REFERENCE_MODES
+
+    if c.optimizer not in OPTIMIZERS:
+        raise ValueError(f"optimizer must be one of {list(OPTIMIZERS)}, got {c.optimizer!r}")
+    if c.frozen_reference not in REFERENCE_MODES:
+        raise ValueError(f"frozen_reference must be one of {list(REFERENCE_MODES)}, got "
+                         f"{c.frozen_reference!r}")
 
 
 def method_preset(method: str, model: Any) -> tuple[str | None, dict[str, Any]]:

@@ -4,6 +4,7 @@ next-token CE and summed sequence log-likelihoods."""
 from __future__ import annotations
 
 
+import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
@@ -12,13 +13,31 @@ from interp_unlearn.unlearn.batches import Batch
 # ---------------------------------------------------------------------- loss helpers
 
 
-def masked_mse(a: Tensor, b: Tensor, mask: Tensor | None = None) -> Tensor:
+def token_denominator(batch: Batch, local: Tensor, kind: str = "targets") -> Tensor:
+    """The count a token mean over ``batch`` divides by: ``local`` (this batch's count,
+    at least 1) for a whole batch; for a micro-batch of a global batch (``share`` < 1) the
+    global batch's count (``global_targets`` or ``global_tokens``) times ``share``, so that
+    ``Σ share × term`` over the micro-batches is the global batch's token mean (the
+    trainer weights each micro-batch's terms by its share)."""
+    total = batch.global_targets if kind == "targets" else batch.global_tokens
+    if total is None or batch.share >= 1.0 or batch.share <= 0.0:
+        return local.clamp_min(1)
+    return torch.as_tensor(max(total, 1) * batch.share, dtype=torch.float64,
+                           device=local.device).float()
+
+
+def masked_mse(a: Tensor, b: Tensor, mask: Tensor | None = None,
+               batch: Batch | None = None) -> Tensor:
     """``F.mse_loss`` (mean over batch x pos x features); with ``mask`` [batch, pos] the
-    mean runs over the unmasked positions only."""
+    mean runs over the unmasked positions only (of the global batch when ``batch`` is a
+    micro-batch: :func:`token_denominator`)."""
     if mask is None:
         return F.mse_loss(a, b.expand_as(a))
     m = mask.to(a.dtype)[..., None]
-    return ((a - b) ** 2 * m).sum() / (m.sum() * a.shape[-1]).clamp_min(1)
+    local = m.sum()
+    if batch is not None:
+        local = token_denominator(batch, local, "tokens")
+    return ((a - b) ** 2 * m).sum() / (local * a.shape[-1]).clamp_min(1)
 
 
 def token_logprobs(logits: Tensor, batch: Batch) -> tuple[Tensor, Tensor]:
@@ -34,7 +53,7 @@ def lm_loss(model: nn.Module, batch: Batch) -> Tensor:
     logits = model(input_ids=batch.input_ids, attention_mask=batch.attention_mask,
                    use_cache=False).logits
     lp, valid = token_logprobs(logits, batch)
-    return -(lp * valid).sum() / valid.sum().clamp_min(1)
+    return -(lp * valid).sum() / token_denominator(batch, valid.sum(), "targets")
 
 
 def sequence_logprob(logits: Tensor, batch: Batch, weights: Tensor | None = None) -> Tensor:

@@ -17,7 +17,10 @@ The trainer owns everything that is not the method's loss:
   batches)``; on WMDP's corpus that is the same thing).
 * **optimisation** -- AdamW over the method's :meth:`~.registry.UnlearnMethod.trainable`
   parameters (all others get ``requires_grad=False`` for the run and are restored
-  afterwards), no schedule, optional clipping (off by default).
+  afterwards), no schedule, optional clipping (off by default). ``batch_size`` is the
+  effective batch, split into processes × ``grad_accum`` micro-batches with the same
+  result (:mod:`.distributed`); memory options -- shared frozen references, gradient
+  checkpointing, 8-bit optimisers (:mod:`.memory`), LoRA (:mod:`.lora`).
 * **safety** -- every loss term is checked before the backward pass, the gradients after
   it; a NaN/inf stops the run with :class:`NonFiniteLossError` naming the step and the
   term, after saving the weights from *before* that step -- only if they are still good
@@ -40,9 +43,9 @@ Entry points: :func:`unlearn` (Python) and :func:`run_unlearn` / :func:`add_unle
 
 from __future__ import annotations
 
-import copy
 import json
 import math
+import os
 import time
 from pathlib import Path
 from typing import Any
@@ -53,7 +56,7 @@ from tqdm.auto import tqdm
 
 from interp_unlearn.evaluation.scoring import EvalConfig, evaluate_mcq
 from interp_unlearn.data.loading import LoadedModel
-from interp_unlearn.core.checkpoint import write_checksums, write_meta
+from interp_unlearn.core.distributed import all_reduce_sum_, dist_env, split_batch
 from interp_unlearn.unlearn.registry import get_method
 
 __all__ = [
@@ -81,10 +84,16 @@ from interp_unlearn.unlearn.diagnostics import DIAGNOSTICS_FILE, write_diagnosti
 from interp_unlearn.unlearn.diagnostics import edit_effect, warn_if_inert
 from interp_unlearn.data.packaged import real_corpus, real_practice
 from interp_unlearn.core.arch import decoder_layers
-from interp_unlearn.unlearn.guards import (DivergenceError, Diverged, check_weight_growth,
-                                           unusable_weights,
-                                          retain_collapse, weight_norm)
-from interp_unlearn.unlearn.output import check_out_dir, partial_dir, publish
+from interp_unlearn.unlearn.guards import (Diverged, check_weight_growth, retain_collapse,
+                                           weight_norm)
+from interp_unlearn.unlearn.output import check_out_dir, partial_dir
+from interp_unlearn.unlearn.distributed import (finite, micro_batches, reduce_values,
+                                                term_share)
+from interp_unlearn.unlearn.lora import apply_lora
+from interp_unlearn.unlearn.memory import (build_optimizer, disable_gradient_checkpointing,
+                                           enable_gradient_checkpointing, frozen_copy,
+                                           unshare)
+from interp_unlearn.unlearn.persist import RunFiles
 from interp_unlearn.unlearn.context import MethodContext, NonFiniteLossError, UnlearnResult
 from interp_unlearn.unlearn.losses import (lm_loss, masked_mse,
                                            sequence_logprob, token_logprobs)  # noqa: F401
@@ -93,7 +102,7 @@ from interp_unlearn._compat import moved_getattr
 # ---------------------------------------------------------------------------- trainer
 
 
-class Trainer:
+class Trainer(RunFiles):
     """One unlearning run. ``Trainer(lm, config, heads, out_dir).run()``; or drive it
     step by step with :meth:`train_step` (benchmarks do).
 
@@ -111,6 +120,8 @@ class Trainer:
         self.config, params = resolve_config(config, lm)
         self.method_cls = get_method(self.config.method)
         c = self.config
+        self.dist = dist_env()  # processes of an `accelerate launch` (1 without one)
+        self.micro_rows = split_batch(c.batch_size, self.dist.world, c.grad_accum)
         if c.threads:
             torch.set_num_threads(c.threads)
         decoder_layers(self.model)  # fail early on unsupported models
@@ -161,7 +172,9 @@ class Trainer:
             p.requires_grad_(False)
         try:
             self._build_method(c, params, world_dir)
-        except BaseException:
+        except BaseException:  # leave the caller's model as it was
+            self.merge_adapters()
+            disable_gradient_checkpointing(self.model)
             self._restore_requires_grad()
             raise
         self.step = 0
@@ -169,10 +182,8 @@ class Trainer:
 
     def _build_method(self, c: UnlearnConfig, params: Any, world_dir: Path | None) -> None:
         reference = None
-        if self.method_cls.reference == "full":
-            reference = copy.deepcopy(self.model).eval()
-            for p in reference.parameters():
-                p.requires_grad_(False)
+        if self.method_cls.reference == "full":  # shares all tensors until unshared below
+            reference = frozen_copy(self.model, deep=c.frozen_reference == "deepcopy").eval()
         self.ctx = MethodContext(self.model, self.tokenizer, c, params, self.heads, reference,
                                  self.device, world_dir, getattr(self.lm, "eval_pool", None),
                                  self.eval_config, self.forget_texts,
@@ -186,10 +197,20 @@ class Trainer:
         for n, p in self.trainable.items():
             if named.get(n) is not p:
                 raise AssertionError(f"{c.method}: trainable {n!r} is not the model's parameter")
+        self.reference_copied = reference  # for the memory benchmark / tests
+        # the reference copies what is trained (not with LoRA: base weights stay put)
+        if reference is not None and c.frozen_reference == "shared" and not c.lora_rank:
+            unshare(reference, self.model, self.trainable.values())
+        self._lora_targets: list[str] = []
+        if c.lora_rank:
+            self.trainable, self._lora_targets = apply_lora(self.model, self.trainable,
+                                                            c.lora_rank, c.lora_alpha)
+        for p in self.trainable.values():
             p.requires_grad_(True)
-        self.optimizer = torch.optim.AdamW(list(self.trainable.values()), lr=c.lr,
-                                           betas=tuple(c.betas), eps=c.adam_eps,
-                                           weight_decay=c.weight_decay)
+        if c.gradient_checkpointing:
+            enable_gradient_checkpointing(self.model)
+        self.optimizer = build_optimizer(c.optimizer, list(self.trainable.values()), c.lr,
+                                         c.betas, c.adam_eps, c.weight_decay)
         self._w0 = weight_norm(self.trainable.values())  # the divergence guard's reference
 
     # -- pieces ------------------------------------------------------------------
@@ -207,33 +228,50 @@ class Trainer:
             self._metrics_fh.write(json.dumps(record) + "\n")
             self._metrics_fh.flush()
 
-    def _check(self, terms: dict[str, Tensor], prefix: str = "") -> dict[str, float]:
+    def _check(self, terms: dict[str, Tensor], prefix: str = "",
+               weights: dict[str, float] | None = None, raise_: bool = True
+               ) -> dict[str, float]:
         values = {}
         for name, t in terms.items():
             v = float(t.detach().float().sum()) if isinstance(t, Tensor) else float(t)
-            if not math.isfinite(v):
+            if raise_ and not math.isfinite(v):
                 raise _NonFinite(prefix + name, v)
-            values[prefix + name] = v
+            values[prefix + name] = v * weights[name] if weights else v
         return values
 
     def train_step(self) -> dict[str, float]:
-        """One step: loss terms -> checks -> backward -> gradient check -> AdamW step ->
-        the method's post-step (adversary). Returns the logged loss values. Raises
-        ``_NonFinite`` (internal) before touching the weights if a term is NaN/inf."""
+        """One step: the global forget/retain batches, split into this process's
+        micro-batches (:mod:`.distributed`) -> loss terms weighted by their share ->
+        backward -> values summed over processes and checked (a NaN/inf raises
+        ``_NonFinite`` on every process, before touching the weights) -> gradients summed
+        over processes and checked -> optimiser step -> the method's post-step (adversary,
+        on the global batches). Returns the logged (global-batch) loss values."""
         self.step += 1
         forget = next(self.forget_stream).to(self.device)
         retain = next(self.retain_stream).to(self.device) if self.retain_stream else None
         self.optimizer.zero_grad(set_to_none=True)
-        terms = self.method.loss_terms(self.step, forget, retain)
-        values = self._check(terms)
-        total = sum(terms.values())
-        total.backward()
+        values: dict[str, float] = {}
+        whole = self.dist.world == 1 and self.config.grad_accum == 1
+        for fb, rb in micro_batches(forget, retain, self.dist, self.config.grad_accum):
+            terms = self.method.loss_terms(self.step, fb, rb)
+            shares = {k: 1.0 if whole else term_share(k, fb, rb) for k in terms}
+            local = self._check(terms, weights=shares, raise_=whole)
+            for k, v in local.items():
+                values[k] = values.get(k, 0.0) + v
+            if finite(local) is None:
+                total = sum(t if whole else t * shares[k] for k, t in terms.items())
+                total.backward()
+        values = reduce_values(values, self.dist)
+        if (bad := finite(values)) is not None:
+            raise _NonFinite(bad, values[bad])
+        params = list(self.trainable.values())
+        all_reduce_sum_([p.grad for p in params], self.dist)
         if self.config.check_grads:
             for n, p in self.trainable.items():
                 if p.grad is not None and not bool(torch.isfinite(p.grad).all()):
                     raise _NonFinite(f"gradient of the total loss ({n})", float("nan"))
         if self.config.grad_clip:
-            torch.nn.utils.clip_grad_norm_(list(self.trainable.values()), self.config.grad_clip)
+            torch.nn.utils.clip_grad_norm_(params, self.config.grad_clip)
         self.optimizer.step()
         self.optimizer.zero_grad(set_to_none=True)
         check_weight_growth(weight_norm(self.trainable.values()), self._w0)
@@ -246,52 +284,22 @@ class Trainer:
         values["total"] = float(sum(v for k, v in values.items() if k in terms))
         return values
 
-    def save(self, status: str = "completed", extra: dict[str, Any] | None = None,
-             steps_completed: int | None = None, weights: bool = True) -> Path:
-        """Write the HF checkpoint (current weights; without ``weights`` only the model
-        config, so that the directory names its status and nothing loads it) + meta +
-        resolved config to out_dir."""
-        out = self.out_dir
-        out.mkdir(parents=True, exist_ok=True)
-        if weights:
-            self.model.save_pretrained(out, safe_serialization=True)
-            self.tokenizer.save_pretrained(out)
-        else:
-            self.model.config.save_pretrained(out)
-        meta = dict(self.lm.meta)
-        if self.lm.world_dir is not None:
-            meta["world_dir"] = str(self.lm.world_dir)
-        meta["unlearn"] = {"method": self.config.method, "preset": self.config.preset,
-                           "source_model": str(self.lm.path or self.lm.name),
-                           "steps_completed": self.step if steps_completed is None
-                           else steps_completed,
-                           "status": status, "heads": self.heads, **(extra or {})}
-        write_meta(out, meta)
-        write_checksums(out)
-        self._write_config()
-        return out
-
-    def _write_config(self) -> None:
-        self.out_dir.mkdir(parents=True, exist_ok=True)
-        d = {**self.config.to_dict(), "model": str(self.lm.path or self.lm.name),
-             "heads": self.heads}
-        (self.out_dir / CONFIG_FILE).write_text(json.dumps(d, indent=1))
-
     # -- the run -------------------------------------------------------------------
     def run(self) -> UnlearnResult:
         c = self.config
-        self.out_dir = partial_dir(self.final_dir)
+        main = self.dist.is_main  # only the main process writes
+        self.out_dir = partial_dir(self.final_dir) if main else self.out_dir
         self._write_config()
         t0 = time.time()
         totals: list[float] = []
         try:
-            with (self.out_dir / METRICS_FILE).open("w") as fh:
+            with open(self.out_dir / METRICS_FILE if main else os.devnull, "w") as fh:
                 self._metrics_fh = fh
                 before = self.evaluate()
                 self._log({"step": 0, "eval": before, **self.method.state_summary(),
                            **self._diagnostics()})
                 bar = tqdm(range(1, c.max_num_batches + 1), desc=f"unlearn[{c.method}]",
-                           disable=not c.progress)
+                           disable=not (c.progress and main))
                 for _ in bar:
                     try:
                         values = self.train_step()
@@ -335,53 +343,22 @@ class Trainer:
         finally:
             self._metrics_fh = None
             self.method.close()
+            self.merge_adapters()
+            disable_gradient_checkpointing(self.model)
             self._restore_requires_grad()
         self.save()
-        if final_diag:
+        if final_diag and main:
             write_diagnostics(self.out_dir, self.config.method, self.step,
                               final_diag["diagnostics"])
-        ckpt = self.out_dir = publish(self.out_dir, self.final_dir)
+        ckpt = self._publish()
         result = UnlearnResult(c.method, self.out_dir, ckpt, self.out_dir / CONFIG_FILE,
                                self.out_dir / METRICS_FILE, before, after, self.step, seconds,
-                               json.loads((self.out_dir / CONFIG_FILE).read_text()))
-        (self.out_dir / RESULT_FILE).write_text(json.dumps({**result.to_dict(), "edit": edit},
-                                                           indent=1))
-        warn_if_inert(c.method, edit, self.out_dir / RESULT_FILE)
+                               json.loads(json.dumps(self._config_record())))
+        if main:
+            (self.out_dir / RESULT_FILE).write_text(
+                json.dumps({**result.to_dict(), "edit": edit}, indent=1))
+            warn_if_inert(c.method, edit, self.out_dir / RESULT_FILE)
         return result
-
-    def _unusable(self, before: dict[str, float | None]) -> str | None:
-        """Why the current weights are not good enough to keep at an early stop."""
-        return unusable_weights(self.model, self.tokenizer, self.evaluate, before)
-
-    def _stop(self, fh: Any, status: str, extra: dict[str, Any], record: dict[str, Any],
-              steps_completed: int | None = None, keep_weights: bool = False) -> Path:
-        """An early stop: save the run's record with ``status`` (the weights only when
-        ``keep_weights``), log ``record``, publish the run directory; returns it."""
-        self.save(status=status, extra={"stopped_at_step": self.step, **extra},
-                  steps_completed=steps_completed, weights=keep_weights)
-        self._log({"step": self.step, **record})
-        fh.close()
-        self.out_dir = publish(self.out_dir, self.final_dir)
-        return self.out_dir
-
-    def _stop_diverged(self, fh: Any, reason: str) -> None:
-        """Save the run's record (not the diverged weights) with status ``diverged``,
-        publish, raise."""
-        ckpt = self._stop(fh, "diverged", {"reason": reason, "weights": "none kept: diverged"},
-                          {"error": "diverged", "reason": reason})
-        raise DivergenceError(self.config.method, self.step, reason, ckpt)
-
-    def _diagnostics(self, final: bool = False) -> dict[str, Any]:
-        """``{"diagnostics": method.diagnostics()}`` (empty for methods without any); at
-        intermediate evaluations only when evaluation is on, at the end always."""
-        if not (final or self.config.evaluate):
-            return {}
-        diag = self.method.diagnostics()
-        return {"diagnostics": diag} if diag else {}
-
-    def _restore_requires_grad(self) -> None:
-        for n, p in self.model.named_parameters():
-            p.requires_grad_(self._requires_grad.get(n, True))
 
 
 class _NonFinite(Exception):

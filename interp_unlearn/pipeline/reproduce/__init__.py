@@ -8,7 +8,8 @@ tables and figures.
     draw_figures("runs/quick"); write_tables("runs/quick")   # redraw, no recomputation
 
 :mod:`.config` (what runs), :mod:`.plan` (the cells), :mod:`.grid` (running them),
-:mod:`.parallel` (worker processes), :mod:`.store` (the append-only results),
+:mod:`.parallel` (worker processes), :mod:`.executors` (local pool or one submitit / SLURM
+job per cell), :mod:`.shard` (``--shard i/n`` and the merge), :mod:`.store` (the append-only results),
 :mod:`.manifest` (provenance), :mod:`.tables` and :mod:`.figures` (outputs).
 """
 

@@ -42,7 +42,8 @@ from typing import Any
 from interp_unlearn.core.config import ConfigBase
 from interp_unlearn.attacks.floor import parse_seeds
 
-__all__ = ["ABLATION_SIZES", "CONFIG_FILE", "EXECUTION_FIELDS", "HEAD_VARIANTS",
+__all__ = ["ABLATION_SIZES", "CONFIG_FILE", "EXECUTION_FIELDS", "EXECUTORS",
+           "EXECUTOR_OPTIONS", "HEAD_VARIANTS",
            "LOCATION_VARIANTS", "METHODS", "ReproduceConfig", "TABLE1_SIZES", "TABLE2_METHODS",
            "TABLE2_SIZES", "default_out", "parse_overrides", "parse_seeds"]
 
@@ -62,7 +63,18 @@ HEAD_VARIANTS = ("adaptive", "random-25%", "random-50%", "random-75%", "all-head
 #: ``early`` / ``middle`` / ``late`` / ``all-layers``: every head of that band of layers
 #: (:func:`interp_unlearn.core.selection.layer_bands`).
 LOCATION_VARIANTS = ("adaptive", "early", "middle", "late", "all-layers")
-EXECUTION_FIELDS = ("threads", "workers", "device", "progress", "formats", "figures")
+EXECUTION_FIELDS = ("threads", "workers", "device", "progress", "formats", "figures",
+                    "executor", "executor_options")
+#: where cells run (:mod:`.executors`): this machine's process pool, or one cluster job each
+EXECUTORS = ("local", "submitit")
+#: ``executor_options`` of ``submitit``: ``cluster`` (``slurm`` / ``local`` / ``debug``;
+#: default: SLURM when ``sbatch`` exists, else local), ``partition``, ``gpus_per_job``
+#: (default 1 off the CPU, else 0), ``cpus_per_job``, ``mem_gb``, ``time_min`` (default
+#: 240), ``max_jobs`` (in flight, default ``workers`` or 16), ``poll_s`` (default 1),
+#: ``parameters`` (passed to ``submitit.AutoExecutor.update_parameters`` as is, e.g.
+#: ``{"slurm_account": "lab"}``).
+EXECUTOR_OPTIONS = ("cluster", "partition", "gpus_per_job", "cpus_per_job", "mem_gb",
+                    "time_min", "max_jobs", "poll_s", "parameters")
 
 _QUICK = {
     "seeds": [0],
@@ -151,9 +163,11 @@ class ReproduceConfig(ConfigBase):
         eval_batch_size: questions per forward pass.
         threads, workers, device, progress, formats, figures: execution only (see
             :data:`EXECUTION_FIELDS`). ``workers``: processes that run cells side by side
-            (``0``: one per CPU core on the CPU, 1 on an accelerator; see
+            (``0``: one per CPU core on the CPU, one per visible GPU on CUDA; see
             :mod:`.parallel`); ``threads``: torch threads per process (``0``: torch's
             default with one worker, 1 with several); ``figures=False`` skips drawing.
+            ``executor``: :data:`EXECUTORS` (:mod:`.executors`); ``executor_options``:
+            :data:`EXECUTOR_OPTIONS`.
     """
 
     model: str = "organism"
@@ -191,6 +205,8 @@ class ReproduceConfig(ConfigBase):
     progress: bool = True
     formats: list[str] = field(default_factory=lambda: ["html", "png", "svg", "pdf"])
     figures: bool = True
+    executor: str = "local"
+    executor_options: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         from interp_unlearn.attacks.floor import ATTACKS
@@ -252,6 +268,12 @@ class ReproduceConfig(ConfigBase):
             v = getattr(self, name)
             if isinstance(v, bool) or not isinstance(v, int) or v < 0:
                 raise ValueError(f"{name} must be an int >= 0 (0: automatic), got {v!r}")
+        if self.executor not in EXECUTORS:
+            raise ValueError(f"executor must be one of {EXECUTORS}, got {self.executor!r}")
+        bad = sorted(set(self.executor_options) - set(EXECUTOR_OPTIONS))
+        if bad:
+            raise ValueError(f"executor_options: unknown option(s) {bad}; valid: "
+                             f"{EXECUTOR_OPTIONS}")
         if isinstance(self.eval_batch_size, bool) or int(self.eval_batch_size) < 1:
             raise ValueError(f"eval_batch_size must be >= 1, got {self.eval_batch_size!r}")
         for name in ("attack_domains", "lens_domains", "formats"):

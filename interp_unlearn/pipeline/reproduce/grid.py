@@ -41,17 +41,17 @@ from interp_unlearn.core.checkpoint import META_FILE, read_meta
 from interp_unlearn.pipeline.reproduce.config import CONFIG_FILE, ReproduceConfig
 from interp_unlearn.pipeline.reproduce.manifest import (now_utc, update_manifest,
                                                         update_session, versions)
-from interp_unlearn.pipeline.reproduce.parallel import auto_workers, run_cells
+from interp_unlearn.pipeline.reproduce.executors import (check_executor, execute,
+                                                         plan_workers, prepare)
 from interp_unlearn.pipeline.reproduce.plan import (REFERENCE_METHOD, Cell, build_plan,
                                                     model_method)
-from interp_unlearn.pipeline.reproduce.store import (PLAN_FILE, ResultsStore, load_results,
-                                                     repair_tail, run_lock, short_hash)
+from interp_unlearn.pipeline.reproduce.shard import import_shards, parse_shard, shard_dir
+from interp_unlearn.pipeline.reproduce.shard import shard_plan
+from interp_unlearn.pipeline.reproduce.store import (CHECKPOINT_DIR, FLOOR_DIR, LOCALIZE_DIR,
+                                                     PLAN_FILE, ResultsStore, load_results,
+                                                     run_lock, short_hash)
 
 __all__ = ["GridRunner", "run_reproduce"]
-
-LOCALIZE_DIR = "localize"
-CHECKPOINT_DIR = "checkpoints"
-FLOOR_DIR = "floor"
 
 
 class GridRunner:
@@ -63,6 +63,7 @@ class GridRunner:
         self.cfg = config
         self.out = Path(out)
         self.plan = build_plan(config)
+        self.shard: str | None = None  # "i/n" when this runner runs one shard
         self._loc: dict[int, Any] = {}
         self._rmu_layer: int | None = None
 
@@ -80,7 +81,7 @@ class GridRunner:
                               "change are reused", RuntimeWarning, stacklevel=3)
         self.cfg.save_json(old)
         tmp = self.out / (PLAN_FILE + ".tmp")
-        tmp.write_text(json.dumps({"config_hash": self.cfg.config_hash(),
+        tmp.write_text(json.dumps({"config_hash": self.cfg.config_hash(), "shard": self.shard,
                                    "cells": [c.to_dict() for c in self.plan]}, indent=1))
         tmp.replace(self.out / PLAN_FILE)
 
@@ -101,20 +102,17 @@ class GridRunner:
         store = ResultsStore(self.out, {"config_hash": cfg.config_hash(),
                                         "package_version": ver["package_version"],
                                         "torch_version": ver["torch_version"]})
-        ckdir = self.out / CHECKPOINT_DIR
-        if ckdir.is_dir():
-            # a killed run's temp checkpoints (and the trainer's ``..tmp-*.partial`` of one)
-            for stale in [*ckdir.glob(".tmp-*"), *ckdir.glob("..tmp-*")]:
-                shutil.rmtree(stale, ignore_errors=True)
-        repair_tail(self.out / FLOOR_DIR / "results.jsonl")
+        prepare(self)  # cancel a killed run's jobs; remove what its killed cells left
+        merged = 0 if self.shard else import_shards(self.out, store, self.plan)
         done = store.finished()
         todo = [c for c in self.plan if c.key not in done]
-        workers = min(int(cfg.workers) or auto_workers(cfg.device), max(1, len(todo)))
+        workers = plan_workers(cfg, len(todo))
         start = now_utc()
         t0 = time.time()
         session = {"start": start, "end": None, "cells_planned": len(self.plan),
                    "cells_skipped": len(self.plan) - len(todo), "cells_run": 0,
-                   "workers": workers, "pid": os.getpid(),
+                   "workers": workers, "pid": os.getpid(), "executor": cfg.executor,
+                   "shard": self.shard, "cells_merged_from_shards": merged,
                    "threads": int(cfg.threads or 1) if workers > 1 else torch.get_num_threads()}
         idx = update_manifest(self.out, config=cfg, session=session)
 
@@ -126,23 +124,17 @@ class GridRunner:
 
         bar = tqdm(total=len(todo), desc="reproduce", disable=not cfg.progress, unit="cell")
         try:
-            if workers > 1:
-                run_cells(self, todo, set(done), workers, session["threads"], write, bar)
-            else:
-                for cell in todo:
-                    bar.set_postfix_str(cell.label)
-                    c0, p0 = time.time(), time.process_time()
-                    write(cell, self.run_cell(cell), time.time() - c0, time.process_time() - p0)
-                    bar.update(1)
+            execute(self, todo, set(done), workers, session["threads"], write, bar)
         finally:
             bar.close()
         self.write_localize_stability()
         df = load_results(self.out)
         df.to_csv(self.out / "results.csv", index=False)
-        outputs: dict[str, Any] = {}
+        outputs: dict[str, Any] = {}  # a shard's: none (its merge writes them, shard.py)
         from interp_unlearn.pipeline.reproduce.tables import write_tables
-        outputs["tables"] = [str(p) for p in write_tables(self.out)]
-        if cfg.figures:
+        if not self.shard:
+            outputs["tables"] = [str(p) for p in write_tables(self.out)]
+        if cfg.figures and not self.shard:
             from interp_unlearn.pipeline.reproduce.figures import draw_figures
             outputs["figures"] = draw_figures(self.out, formats=cfg.formats)
         session.update(end=now_utc(), seconds=round(time.time() - t0, 1))
@@ -380,11 +372,20 @@ class GridRunner:
         return rows
 
 
-def run_reproduce(config: ReproduceConfig, out: str | Path, *, dry_run: bool = False
-                  ) -> dict[str, Any]:
+def run_reproduce(config: ReproduceConfig, out: str | Path, *, dry_run: bool = False,
+                  shard: Any = None) -> dict[str, Any]:
     """Run (or resume) the grid of ``config`` in ``out``; with ``dry_run`` only write the
-    config and the plan. Returns a summary (cells, ran, skipped, seconds, outputs)."""
+    config and the plan; with ``shard`` (``"i/n"`` or ``(i, n)``) only shard ``i`` of ``n``,
+    in ``out/shards/{i}-of-{n}`` (:mod:`.shard`; a later run without it merges them).
+    Returns a summary (cells, ran, skipped, seconds, outputs). A bad shard spec or an
+    uninstalled executor raises before anything is written."""
+    spec = parse_shard(shard)
+    check_executor(config.executor)
     runner = GridRunner(config, out)
+    if spec is not None:
+        runner.plan = shard_plan(runner.plan, *spec)
+        runner.shard = f"{spec[0]}/{spec[1]}"
+        runner.out = out = shard_dir(out, *spec)
     if dry_run:
         with run_lock(out):  # a dry run must not rewrite a running grid's files either
             runner.write_setup()
@@ -392,5 +393,5 @@ def run_reproduce(config: ReproduceConfig, out: str | Path, *, dry_run: bool = F
         for c in runner.plan:
             kinds[c.kind] = kinds.get(c.kind, 0) + 1
         return {"out": str(out), "cells": len(runner.plan), "by_kind": kinds,
-                "config": str(Path(out) / CONFIG_FILE), "dry_run": True}
+                "shard": runner.shard, "config": str(Path(out) / CONFIG_FILE), "dry_run": True}
     return runner.run()

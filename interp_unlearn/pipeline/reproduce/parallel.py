@@ -17,6 +17,9 @@ A cell starts only when the cells it reads have finished (:func:`dependencies`):
   ``N``, data and seed (the ``reference`` cell), which it finds in the floor cache instead
   of recomputing.
 
+With ``device="cuda"`` and several GPUs visible, each worker sees one of them
+(``CUDA_VISIBLE_DEVICES``, :func:`worker_gpus`; ``workers=0`` starts one per GPU).
+
 Workers die with the parent (``PR_SET_PDEATHSIG`` on Linux), so a run killed with
 SIGKILL leaves no process writing into its directory; the restart cleans what the
 killed cells left (``checkpoints/.tmp-*``, a cut last line of the floor cache) as for a
@@ -37,14 +40,38 @@ from typing import Any, Callable
 
 from interp_unlearn.pipeline.reproduce.plan import REFERENCE_METHOD, Cell, model_method
 
-__all__ = ["auto_workers", "dependencies", "run_cells"]
+__all__ = ["auto_workers", "dependencies", "run_cells", "submit_ready", "visible_gpus",
+           "worker_gpus"]
 
 _RUNNER: Any = None  # the worker process's GridRunner
 
 
+def visible_gpus() -> list[str]:
+    """The CUDA devices this process may use (``CUDA_VISIBLE_DEVICES``, else all)."""
+    env = os.environ.get("CUDA_VISIBLE_DEVICES")
+    if env is not None:
+        return [g.strip() for g in env.split(",") if g.strip()]
+    import torch
+
+    return [str(i) for i in range(torch.cuda.device_count())]
+
+
+def worker_gpus(device: str, workers: int) -> list[str] | None:
+    """``CUDA_VISIBLE_DEVICES`` of each worker: with ``device="cuda"``, several workers and
+    several visible GPUs, one GPU each (round robin when workers outnumber them);
+    ``None`` otherwise (every worker sees what this process sees)."""
+    if str(device) != "cuda" or int(workers) < 2:
+        return None
+    gpus = visible_gpus()
+    return [gpus[j % len(gpus)] for j in range(int(workers))] if len(gpus) > 1 else None
+
+
 def auto_workers(device: str) -> int:
     """Workers for ``workers=0``: one per available CPU core (at most 8) on the CPU, one
-    on an accelerator (a second process would load a second copy of the model there)."""
+    per visible GPU with ``device="cuda"`` (each worker on its own GPU), one on any other
+    accelerator (a second process would load a second copy of the model there)."""
+    if str(device) == "cuda":
+        return max(1, len(visible_gpus()))
     if str(device) != "cpu":
         return 1
     try:
@@ -75,6 +102,18 @@ def dependencies(plan: list[Cell]) -> dict[str, set[str]]:
     return deps
 
 
+def submit_ready(pending: list[Cell], running: dict[Any, Cell], deps: dict[str, set[str]],
+                 done: set[str], workers: int, submit: Callable[[Cell], Any]) -> None:
+    """Start the pending cells whose dependencies are ``done``, in plan order, while fewer
+    than ``workers`` run: ``running[submit(cell)] = cell`` (one scheduler, every executor)."""
+    for cell in list(pending):
+        if len(running) >= workers:
+            break
+        if deps[cell.key] <= done:
+            running[submit(cell)] = cell
+            pending.remove(cell)
+
+
 def _die_with_parent(parent: int) -> None:
     """Ask the kernel to SIGKILL this process when its parent dies (Linux only)."""
     if sys.platform.startswith("linux"):
@@ -89,11 +128,14 @@ def _die_with_parent(parent: int) -> None:
 
 
 def _init_worker(runner_cls: type, config_cls: type, config: dict[str, Any], out: str,
-                 threads: int, parent: int) -> None:
+                 threads: int, parent: int, gpus: Any = None) -> None:
     """Build the worker's own runner: ``runner_cls(config_cls.from_dict(config), out)`` (the
-    classes travel by reference, so this module needs no import of the grid)."""
+    classes travel by reference, so this module needs no import of the grid); ``gpus``: a
+    queue of ``CUDA_VISIBLE_DEVICES`` values, one taken per worker before CUDA starts."""
     global _RUNNER
     _die_with_parent(parent)
+    if gpus is not None:
+        os.environ["CUDA_VISIBLE_DEVICES"] = gpus.get()
     import torch
 
     torch.set_num_threads(max(1, int(threads)))
@@ -119,20 +161,23 @@ def run_cells(runner: Any, todo: list[Cell], finished: set[str], workers: int, t
     running: dict[Future, Cell] = {}
     error: BaseException | None = None
     clean = False
-    ex = ProcessPoolExecutor(max_workers=int(workers), mp_context=get_context("spawn"),
+    ctx = get_context("spawn")
+    gpus = worker_gpus(runner.cfg.device, workers)
+    queue = None
+    if gpus is not None:
+        queue = ctx.Queue()
+        for g in gpus:
+            queue.put(g)
+    ex = ProcessPoolExecutor(max_workers=int(workers), mp_context=ctx,
                              initializer=_init_worker,
                              initargs=(type(runner), type(runner.cfg), runner.cfg.to_dict(),
                                        str(Path(runner.out)),
-                                       int(threads), os.getpid()))
+                                       int(threads), os.getpid(), queue))
     try:
         while pending or running:
             if error is None:
-                for cell in list(pending):
-                    if len(running) >= workers:
-                        break
-                    if deps[cell.key] <= done:
-                        running[ex.submit(_run_in_worker, cell.key)] = cell
-                        pending.remove(cell)
+                submit_ready(pending, running, deps, done, workers,
+                             lambda cell: ex.submit(_run_in_worker, cell.key))
             if not running:
                 if error is not None:
                     break

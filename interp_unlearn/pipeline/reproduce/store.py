@@ -36,6 +36,8 @@ __all__ = ["DONE_METRIC", "LOCK_FILE", "PLAN_FILE", "RESULTS_FILE", "ResultsStor
            "load_results", "read_results", "run_lock"]
 
 RESULTS_FILE = "results.jsonl"
+#: a run directory's localizations and unlearned checkpoints (:mod:`.grid`)
+LOCALIZE_DIR, CHECKPOINT_DIR, FLOOR_DIR = "localize", "checkpoints", "floor"
 PLAN_FILE = "plan.json"
 DONE_METRIC = "_cell_done"
 LOCK_FILE = ".lock"

@@ -1,0 +1,140 @@
+"""Data-parallel training over processes (``accelerate launch``, ``torchrun``), shared by
+the unlearning trainer and the fine-tuning attack.
+
+**One definition of the batch.** A config's ``batch_size`` is the *effective* (global)
+batch: rows per optimiser step, whatever the number of processes. It is split into
+``processes × grad_accum`` equal micro-batches (:func:`split_batch` raises
+:class:`BatchSplitError` before any work when they do not divide it); every process draws
+the same global batch from the same seeded stream and keeps its own rows, so the data a
+step sees does not depend on the process count.
+
+**Exact gradients.** A micro-batch's loss is scaled by its share of the global batch (see
+:mod:`interp_unlearn.unlearn.distributed` for the normalisers) and the processes' gradients
+are **summed** (:func:`all_reduce_sum_`), so one process, two processes and gradient
+accumulation compute the same gradient up to float rounding (tested within 1e-5 on the
+micro organism).
+
+The model is replicated on every process (no DDP wrapper: the RMU forwards call decoder
+layers directly, which a wrapper would not see, so gradients are all-reduced explicitly
+after the backward pass; the cost is one all-reduce of the *trained* parameters' gradients
+per step). Sharded engines (FSDP, DeepSpeed ZeRO) are refused with a clear error.
+
+Everything here is torch only: any launcher that sets the ``torchrun`` variables works
+(``accelerate launch --multi_gpu``, ``torchrun``, SLURM's ``srun`` with them exported).
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from typing import Iterable
+
+import torch
+
+__all__ = ["BatchSplitError", "DistEnv", "ShardedEngineError", "all_reduce_sum_",
+           "barrier", "dist_env", "row_slices", "split_batch"]
+
+
+class BatchSplitError(ValueError):
+    """The effective batch cannot be split evenly over processes × accumulation steps."""
+
+
+class ShardedEngineError(RuntimeError):
+    """The launcher asked for a sharded engine (FSDP / DeepSpeed) the trainer does not run."""
+
+
+@dataclass(frozen=True)
+class DistEnv:
+    """This process's place: ``rank`` of ``world`` processes and its ``device``."""
+
+    rank: int = 0
+    world: int = 1
+    local_rank: int = 0
+    device: torch.device | None = None
+
+    @property
+    def is_main(self) -> bool:
+        return self.rank == 0
+
+    @property
+    def distributed(self) -> bool:
+        return self.world > 1
+
+
+def dist_env() -> DistEnv:
+    """This process's place in the launch: the process group a launcher described
+    (``accelerate launch --multi_gpu``, ``torchrun``: ``WORLD_SIZE`` > 1, ``RANK``,
+    ``LOCAL_RANK``, ``MASTER_ADDR``/``PORT``), initialised here if nobody has -- NCCL on
+    GPUs (process ``i`` on ``cuda:LOCAL_RANK``), gloo on CPUs (or with
+    ``ACCELERATE_USE_CPU=1``); a single process otherwise. Raises
+    :class:`ShardedEngineError` for an FSDP / DeepSpeed launch."""
+    dist = torch.distributed
+    world = int(os.environ.get("WORLD_SIZE", "1") or 1)
+    initialised = dist.is_available() and dist.is_initialized()
+    if world <= 1 and not initialised:
+        return DistEnv()
+    for var, what in (("ACCELERATE_USE_FSDP", "FSDP"), ("ACCELERATE_USE_DEEPSPEED", "DeepSpeed")):
+        if os.environ.get(var, "").lower() in ("1", "true"):
+            raise ShardedEngineError(
+                f"this launch uses {what}, which the trainer does not run (it replicates the "
+                "model and sums the trained weights' gradients): launch with the shipped "
+                "config interp_unlearn/assets/accelerate/ddp.yaml and use --lora-rank, "
+                "--optimizer adamw8bit or --gradient-checkpointing for memory")
+    cuda = torch.cuda.is_available() and \
+        os.environ.get("ACCELERATE_USE_CPU", "").lower() not in ("1", "true")
+    local = int(os.environ.get("LOCAL_RANK", "0") or 0)
+    if cuda:
+        torch.cuda.set_device(local)
+    if not initialised:
+        dist.init_process_group(backend="nccl" if cuda else "gloo")
+    return DistEnv(dist.get_rank(), dist.get_world_size(), local,
+                   torch.device("cuda", local) if cuda else torch.device("cpu"))
+
+
+def split_batch(batch_size: int, world: int, grad_accum: int) -> int:
+    """Rows per micro-batch: ``batch_size / (world × grad_accum)``; raises
+    :class:`BatchSplitError` (one line) when that is not a positive integer."""
+    if isinstance(grad_accum, bool) or not isinstance(grad_accum, int) or grad_accum < 1:
+        raise BatchSplitError(f"grad_accum must be a positive int, got {grad_accum!r}")
+    parts = world * grad_accum
+    if batch_size % parts:
+        raise BatchSplitError(
+            f"batch_size {batch_size} (the effective batch) is not divisible by "
+            f"{world} process(es) x grad_accum {grad_accum} = {parts}; choose a batch_size "
+            f"that is a multiple of {parts}")
+    return batch_size // parts
+
+
+def row_slices(n_rows: int, n_parts: int) -> list[slice]:
+    """``n_rows`` split into ``n_parts`` contiguous slices as equal as possible (the
+    first ``n_rows % n_parts`` get one more row; some are empty when ``n_rows <
+    n_parts``, e.g. the short last batch of a pass)."""
+    base, extra = divmod(n_rows, n_parts)
+    out, start = [], 0
+    for i in range(n_parts):
+        stop = start + base + (1 if i < extra else 0)
+        out.append(slice(start, stop))
+        start = stop
+    return out
+
+
+def all_reduce_sum_(tensors: Iterable[torch.Tensor | None], env: DistEnv) -> None:
+    """Sum ``tensors`` over the processes, in place (one flat all-reduce); ``None``
+    entries are skipped; nothing happens in a single process."""
+    if not env.distributed:
+        return
+    ts = [t for t in tensors if t is not None]
+    if not ts:
+        return
+    flat = torch.cat([t.reshape(-1).float() for t in ts])
+    torch.distributed.all_reduce(flat, op=torch.distributed.ReduceOp.SUM)
+    offset = 0
+    for t in ts:
+        n = t.numel()
+        t.copy_(flat[offset:offset + n].view_as(t).to(t.dtype))
+        offset += n
+
+
+def barrier(env: DistEnv) -> None:
+    if env.distributed:
+        torch.distributed.barrier()
