@@ -69,6 +69,12 @@ def run_depth(model: Any, out: str | os.PathLike | None = None, *, full: Any = N
     label = model_label(model)
     u_lm = (f_lm if label == key["full"] else r_lm if label == key["reference"]
             else get(model))
+    for role, other in (("reference", r_lm), ("unlearned", u_lm)):
+        if other is not f_lm and other.tokenizer.get_vocab() != f_lm.tokenizer.get_vocab():
+            raise ValueError(f"the {role} model {other.name}'s tokenizer differs from the full "
+                             f"model {f_lm.name}'s ({len(other.tokenizer)} vs "
+                             f"{len(f_lm.tokenizer)} tokens or other ids): depth patches "
+                             "activations position by position, so they must tokenize alike")
     items = _items(f_lm, mcq)
     ctl = None if control is None else _items(f_lm, control)
     res = depth_scores(f_lm.model, r_lm.model, u_lm.model, f_lm.tokenizer, items, config,

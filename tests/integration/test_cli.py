@@ -430,3 +430,14 @@ def test_depth_cli_names_a_missing_reference(tmp_path, capsys):
                  "--mcq", str(lm.mcq_path("forget"))]) == 2
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and "--reference" in err
+
+
+def test_depth_cli_refuses_a_reference_with_another_tokenizer(tmp_path, capsys):
+    """organism-twin (the small organism's tokenizer) as the micro organism's reference:
+    one line naming the tokenizer, before any question is scored."""
+    assert main(["depth", "--model", "organism-micro-twin", "--full", "organism-micro",
+                 "--reference", "organism-twin", "--formats", "", "--out",
+                 str(tmp_path / "d")]) == 2
+    err = [ln for ln in capsys.readouterr().err.splitlines() if "error" in ln]
+    assert len(err) == 1 and "tokenizer differs" in err[0] and "reference" in err[0], err
+    assert not (tmp_path / "d" / "uds.csv").exists()
