@@ -29,7 +29,9 @@ LIBRARY_MODULES = ("interp_unlearn", "interp_unlearn.plotting", "interp_unlearn.
                    "interp_unlearn.localize", "interp_unlearn.evaluation.logit_lens", "interp_unlearn.evaluation.causal",
                    "interp_unlearn.core.selection")
 CELL_TIMEOUT_S = 240
-NOTEBOOK_BUDGET_S = 150  # per notebook, on one thread (a notebook over it fails)
+# a hang guard per notebook, not a speed target (those live in benchmarks/): a shared CI
+# machine can be several times slower than a quiet one
+NOTEBOOK_TIMEOUT_S = 600
 
 
 def _ids(paths: list[Path]) -> list[str]:
@@ -94,14 +96,14 @@ def test_parameters_cell_checker_rejects_code():
 
 
 @pytest.mark.slow
-@pytest.mark.timeout(NOTEBOOK_BUDGET_S + 60)
+@pytest.mark.timeout(NOTEBOOK_TIMEOUT_S)
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=_ids(NOTEBOOKS))
 def test_notebook_executes(path, tmp_path, monkeypatch):
     _execute(path, tmp_path, monkeypatch, CI_PARAMS)
 
 
 @pytest.mark.slow
-@pytest.mark.timeout(NOTEBOOK_BUDGET_S + 60)
+@pytest.mark.timeout(NOTEBOOK_TIMEOUT_S)
 def test_real_model_notebook_on_smollm2_slice(tmp_path, monkeypatch):
     """Notebook 04 on its default, the real model ``smollm2-135m`` (QUICK: a few
     localization steps, a slice of the shipped questions)."""
@@ -135,9 +137,7 @@ def _execute(path: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
         client.execute()
     except nbclient.exceptions.CellExecutionError as err:
         raise AssertionError(f"{path.name} failed in a cell:\n{str(err)[-3000:]}") from None
-    seconds = time.perf_counter() - start
-    assert seconds < NOTEBOOK_BUDGET_S, f"{path.name} took {seconds:.0f} s on one thread"
     errors = [o for c in nb.cells if c.cell_type == "code" for o in c.outputs
               if o.output_type == "error"]
     assert not errors
-    print(f"{path.name}: {seconds:.1f} s")
+    print(f"{path.name}: {time.perf_counter() - start:.1f} s")  # reported, not asserted
