@@ -109,16 +109,12 @@ def worst_case_attack(model: ModelSpec, config: WorstCaseConfig | None = None, *
     # references on the validation questions (cheap: no training)
     refs = study.user_attrs.get("references")
     if refs is None:
-        refs = {"target": _accuracies(run_config(lm, {"family": "lora", "n": 0, "lr": 1e-3,
-                                                      "epochs": 1, "rank": 8},
-                                                 data["texts"], data["val"], cfg.seed,
-                                                 scoring=cfg.scoring,
-                                                 batch_size=cfg.batch_size))}
-        if orig_lm is not None:
-            refs["original"] = _accuracies(run_config(
-                orig_lm, {"family": "lora", "n": 0, "lr": 1e-3, "epochs": 1, "rank": 8},
-                data["texts"], data["val"], cfg.seed, scoring=cfg.scoring,
-                batch_size=cfg.batch_size))
+        from interp_unlearn.evaluation.domains import evaluate_domains
+
+        scoring = cfg.scoring or lm.default_scoring
+        refs = {role: {d: float(ev.accuracy) for d, ev in evaluate_domains(
+                    m.model, m.tokenizer, data["val"], scoring, cfg.batch_size).items()}
+                for role, m in (("target", lm), ("original", orig_lm)) if m is not None}
         study.set_user_attr("references", refs)
     base = refs.get("original", refs["target"])
     bound = base["retain"] - cfg.retain_margin
