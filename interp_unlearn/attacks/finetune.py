@@ -55,7 +55,8 @@ from typing import Any
 import torch
 from transformers import get_constant_schedule_with_warmup, get_linear_schedule_with_warmup
 
-from interp_unlearn.core.distributed import BatchSplitError, all_reduce_sum_, dist_env
+from interp_unlearn.core.distributed import (BatchSplitError, ShardedEngineError,
+                                             all_reduce_sum_, dist_env)
 from interp_unlearn.attacks.common import (POOLS, AttackResult, ModelSpec, attack_corpus,
                                            load_attack_target, run_eval_for, sample_texts)
 
@@ -265,6 +266,10 @@ def train_on_texts(model: torch.nn.Module, tokenizer: Any, texts: Sequence[str],
     gen = torch.Generator().manual_seed(int(seed))
     device = next(model.parameters()).device
     env = dist_env()  # under `accelerate launch`: a step's micro-batches spread over processes
+    if env.sharded:
+        raise ShardedEngineError("the fine-tuning attack does not run under FSDP: launch it "
+                                 "with interp_unlearn/assets/accelerate/ddp.yaml or on one "
+                                 "process")
     if config.grad_accum % env.world:
         raise BatchSplitError(f"grad_accum {config.grad_accum} (micro-batches per step) is not "
                               f"divisible by {env.world} processes; use a multiple of {env.world}")

@@ -14,10 +14,13 @@ are **summed** (:func:`all_reduce_sum_`), so one process, two processes and grad
 accumulation compute the same gradient up to float rounding (tested within 1e-5 on the
 micro organism).
 
-The model is replicated on every process (no DDP wrapper: the RMU forwards call decoder
-layers directly, which a wrapper would not see, so gradients are all-reduced explicitly
-after the backward pass; the cost is one all-reduce of the *trained* parameters' gradients
-per step). Sharded engines (FSDP, DeepSpeed ZeRO) are refused with a clear error.
+**Two engines.** ``replicate`` (a DDP launch): the model is replicated on every process
+(no DDP wrapper: the RMU forwards call decoder layers directly, which a wrapper would not
+see, so gradients are all-reduced explicitly after the backward pass; the cost is one
+all-reduce of the *trained* parameters' gradients per step). ``fsdp`` (an FSDP launch,
+``FULL_SHARD`` or ``SHARD_GRAD_OP``): the unlearning trainer shards the model with torch's
+FSDP2 ``fully_shard`` (:mod:`interp_unlearn.unlearn.sharded`), which reduce-scatters the
+gradients itself. DeepSpeed launches are refused with a clear error (not implemented).
 
 Everything here is torch only: any launcher that sets the ``torchrun`` variables works
 (``accelerate launch --multi_gpu``, ``torchrun``, SLURM's ``srun`` with them exported).
@@ -26,13 +29,17 @@ Everything here is torch only: any launcher that sets the ``torchrun`` variables
 from __future__ import annotations
 
 import os
+from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Iterable
+from typing import Iterable, Iterator
 
 import torch
 
-__all__ = ["BatchSplitError", "DistEnv", "ShardedEngineError", "all_reduce_sum_",
-           "barrier", "dist_env", "row_slices", "split_batch"]
+__all__ = ["BatchSplitError", "DistEnv", "ENGINES", "ShardedEngineError", "all_finite",
+           "all_reduce_sum_", "barrier", "dist_env", "local_tensor", "row_slices",
+           "split_batch", "unsharded"]
+
+ENGINES = ("replicate", "fsdp")
 
 
 class BatchSplitError(ValueError):
@@ -40,17 +47,26 @@ class BatchSplitError(ValueError):
 
 
 class ShardedEngineError(RuntimeError):
-    """The launcher asked for a sharded engine (FSDP / DeepSpeed) the trainer does not run."""
+    """The launcher asked for an engine or an engine option the code does not run
+    (DeepSpeed; FSDP with offloading or hybrid sharding; FSDP for an attack)."""
 
 
 @dataclass(frozen=True)
 class DistEnv:
-    """This process's place: ``rank`` of ``world`` processes and its ``device``."""
+    """This process's place: ``rank`` of ``world`` processes, its ``device``, and the
+    ``engine`` the launch asked for (``replicate``: DDP; ``fsdp``: FULL_SHARD /
+    SHARD_GRAD_OP, with ``reshard_after_forward`` True for FULL_SHARD)."""
 
     rank: int = 0
     world: int = 1
     local_rank: int = 0
     device: torch.device | None = None
+    engine: str = "replicate"
+    reshard_after_forward: bool = True
+
+    @property
+    def sharded(self) -> bool:
+        return self.distributed and self.engine == "fsdp"
 
     @property
     def is_main(self) -> bool:
@@ -66,20 +82,22 @@ def dist_env() -> DistEnv:
     (``accelerate launch --multi_gpu``, ``torchrun``: ``WORLD_SIZE`` > 1, ``RANK``,
     ``LOCAL_RANK``, ``MASTER_ADDR``/``PORT``), initialised here if nobody has -- NCCL on
     GPUs (process ``i`` on ``cuda:LOCAL_RANK``), gloo on CPUs (or with
-    ``ACCELERATE_USE_CPU=1``); a single process otherwise. Raises
-    :class:`ShardedEngineError` for an FSDP / DeepSpeed launch."""
+    ``ACCELERATE_USE_CPU=1``); a single process otherwise. An FSDP launch
+    (``ACCELERATE_USE_FSDP``) gives ``engine="fsdp"``; raises :class:`ShardedEngineError`
+    for a DeepSpeed launch and for FSDP options the trainer does not run."""
     dist = torch.distributed
     world = int(os.environ.get("WORLD_SIZE", "1") or 1)
     initialised = dist.is_available() and dist.is_initialized()
     if world <= 1 and not initialised:
         return DistEnv()
-    for var, what in (("ACCELERATE_USE_FSDP", "FSDP"), ("ACCELERATE_USE_DEEPSPEED", "DeepSpeed")):
-        if os.environ.get(var, "").lower() in ("1", "true"):
-            raise ShardedEngineError(
-                f"this launch uses {what}, which the trainer does not run (it replicates the "
-                "model and sums the trained weights' gradients): launch with the shipped "
-                "config interp_unlearn/assets/accelerate/ddp.yaml and use --lora-rank, "
-                "--optimizer adamw8bit or --gradient-checkpointing for memory")
+    if _true("ACCELERATE_USE_DEEPSPEED"):
+        raise ShardedEngineError(
+            "this launch uses DeepSpeed, which the trainer does not run: launch with the "
+            "shipped config interp_unlearn/assets/accelerate/fsdp.yaml (FSDP FULL_SHARD, "
+            "the ZeRO-3 equivalent) or ddp.yaml")
+    engine, reshard = "replicate", True
+    if _true("ACCELERATE_USE_FSDP"):
+        engine, reshard = "fsdp", _fsdp_reshard()
     cuda = torch.cuda.is_available() and \
         os.environ.get("ACCELERATE_USE_CPU", "").lower() not in ("1", "true")
     local = int(os.environ.get("LOCAL_RANK", "0") or 0)
@@ -88,7 +106,63 @@ def dist_env() -> DistEnv:
     if not initialised:
         dist.init_process_group(backend="nccl" if cuda else "gloo")
     return DistEnv(dist.get_rank(), dist.get_world_size(), local,
-                   torch.device("cuda", local) if cuda else torch.device("cpu"))
+                   torch.device("cuda", local) if cuda else torch.device("cpu"), engine, reshard)
+
+
+def _true(var: str) -> bool:
+    return os.environ.get(var, "").lower() in ("1", "true", "yes")
+
+
+def _fsdp_reshard() -> bool:
+    """``reshard_after_forward`` from accelerate's FSDP variables; the options the
+    trainer does not run raise :class:`ShardedEngineError` (one line, before any work)."""
+    strategy = os.environ.get("FSDP_SHARDING_STRATEGY", "FULL_SHARD").upper()
+    strategy = {"1": "FULL_SHARD", "2": "SHARD_GRAD_OP"}.get(strategy, strategy)
+    if strategy not in ("FULL_SHARD", "SHARD_GRAD_OP"):
+        raise ShardedEngineError(
+            f"FSDP sharding strategy {strategy} is not supported: use FULL_SHARD or "
+            "SHARD_GRAD_OP (fsdp_sharding_strategy / fsdp_reshard_after_forward)")
+    for var, what, instead in (
+            ("FSDP_OFFLOAD_PARAMS", "parameter offloading", "--optimizer paged_adamw8bit "
+             "needs no FSDP; or more processes"),
+            ("FSDP_ACTIVATION_CHECKPOINTING", "FSDP activation checkpointing",
+             "--gradient-checkpointing")):
+        if _true(var):
+            raise ShardedEngineError(f"{what} ({var}=true) is not supported under the "
+                                     f"trainer's FSDP: set it false and use {instead}")
+    if "FSDP_RESHARD_AFTER_FORWARD" in os.environ:
+        return _true("FSDP_RESHARD_AFTER_FORWARD")
+    return strategy == "FULL_SHARD"
+
+
+def local_tensor(t: torch.Tensor) -> torch.Tensor:
+    """This process's shard of an FSDP (DTensor) tensor; any other tensor itself."""
+    return t.to_local() if hasattr(t, "to_local") else t
+
+
+def all_finite(tensors: Iterable[torch.Tensor | None], env: DistEnv) -> bool:
+    """Whether every element of ``tensors`` (shards included) is finite on every process."""
+    ok = all(bool(torch.isfinite(local_tensor(t)).all()) for t in tensors if t is not None)
+    if not env.distributed:
+        return ok
+    flag = torch.tensor([0.0 if ok else 1.0], device=env.device)
+    torch.distributed.all_reduce(flag, op=torch.distributed.ReduceOp.MAX)
+    return float(flag) == 0.0
+
+
+@contextmanager
+def unsharded(module: torch.nn.Module) -> Iterator[torch.nn.Module]:
+    """``module``'s own FSDP-sharded parameters gathered for a call that does not go
+    through its ``forward`` (RMU's prefix calls ``model.model``: the embeddings live in
+    the root's shard); resharded on exit. Nothing happens to a plain module."""
+    if not hasattr(module, "unshard") or not hasattr(module, "reshard"):
+        yield module
+        return
+    module.unshard()
+    try:
+        yield module
+    finally:
+        module.reshard()
 
 
 def split_batch(batch_size: int, world: int, grad_accum: int) -> int:

@@ -7,6 +7,7 @@ functions, so importing this module is free.
 from __future__ import annotations
 
 import json
+import os
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -86,7 +87,14 @@ def _load_kw(args) -> dict[str, Any]:
 
 def _cmd_attack(args) -> CommandResult:
     from interp_unlearn.attacks.floor import run_attack
+    from interp_unlearn.core.distributed import ShardedEngineError
 
+    if int(os.environ.get("WORLD_SIZE", "1") or 1) > 1:
+        # every process would write the same result files and resume from them on its own
+        raise ShardedEngineError(
+            "the attack command runs on one process, not under accelerate launch / torchrun "
+            "(its fine-tuning loop attacks.finetune.train_on_texts is process-aware under "
+            "ddp.yaml when called from Python)")
     if args.kind == "worst-case":
         from interp_unlearn.pipeline.worst_case_run import worst_case_command
 

@@ -19,6 +19,8 @@ from typing import Any
 
 import torch
 
+from interp_unlearn.core.distributed import DistEnv, all_finite, local_tensor
+
 __all__ = ["CHANCE", "WEIGHT_GROWTH_LIMIT", "DivergenceError", "retain_collapse",
            "unusable_weights",
            "weight_norm"]
@@ -49,7 +51,14 @@ class Diverged(Exception):
 def weight_norm(params: Iterable[torch.Tensor]) -> float:
     """The L2 norm of all ``params`` together: one norm per tensor in its own dtype (no
     float64 copy of a 7B model's weights every step), the squares summed in Python."""
-    return math.sqrt(sum(float(torch.linalg.vector_norm(p.detach())) ** 2 for p in params))
+    return math.sqrt(sum(float(_full(torch.linalg.vector_norm(p.detach()))) ** 2
+                         for p in params))
+
+
+def _full(t: torch.Tensor) -> torch.Tensor:
+    """A norm of an FSDP-sharded (DTensor) parameter is partial per process: reduce it
+    (every process calls this)."""
+    return t.full_tensor() if hasattr(t, "full_tensor") else t
 
 
 def check_weight_growth(norm: float, start: float) -> None:
@@ -71,14 +80,16 @@ def retain_collapse(before: float | None, now: float | None) -> str | None:
 
 
 def unusable_weights(model: Any, tokenizer: Any, evaluate: Any,
-                     before: dict[str, float | None]) -> str | None:
+                     before: dict[str, float | None], env: DistEnv | None = None) -> str | None:
     """Why ``model``'s current weights are not good enough to keep at an early stop
     (``None``: they are): a non-finite parameter, non-finite outputs, or -- when
     ``evaluate()`` scores the retain set -- a retain accuracy that collapsed relative to
     ``before`` (:func:`retain_collapse`)."""
-    bad = [n for n, p in model.named_parameters() if not torch.isfinite(p).all()]
-    if bad:
-        return f"{len(bad)} parameter tensor(s) hold NaN/inf (e.g. {bad[0]})"
+    params = dict(model.named_parameters())
+    if not all_finite(params.values(), env or DistEnv()):  # FSDP: every process's shards
+        bad = [n for n, p in params.items() if not torch.isfinite(local_tensor(p)).all()]
+        return (f"{len(bad)} parameter tensor(s) hold NaN/inf (e.g. {bad[0]})" if bad
+                else "a parameter shard on another process holds NaN/inf")
     try:
         now = evaluate()
     except FloatingPointError as err:  # evaluate_mcq's non-finite log-likelihoods

@@ -14,6 +14,7 @@ from interp_unlearn.unlearn.config import CONFIG_FILE
 from interp_unlearn.unlearn.guards import DivergenceError, unusable_weights
 from interp_unlearn.unlearn.lora import merge_lora
 from interp_unlearn.unlearn.output import publish
+from interp_unlearn.unlearn.sharded import full_state_dict
 
 __all__ = ["RunFiles"]
 
@@ -34,11 +35,14 @@ class RunFiles:
         resolved config to out_dir (the main process only)."""
         self.merge_adapters()
         out = self.out_dir
+        state = None  # FSDP: every process takes part in gathering the full weights
+        if weights and self.dist.sharded:
+            state = full_state_dict(self.model)
         if not self.dist.is_main:
             return out
         out.mkdir(parents=True, exist_ok=True)
         if weights:
-            self.model.save_pretrained(out, safe_serialization=True)
+            self.model.save_pretrained(out, safe_serialization=True, state_dict=state)
             self.tokenizer.save_pretrained(out)
         else:
             self.model.config.save_pretrained(out)
@@ -75,7 +79,7 @@ class RunFiles:
 
     def _unusable(self, before: dict[str, float | None]) -> str | None:
         """Why the current weights are not good enough to keep at an early stop."""
-        return unusable_weights(self.model, self.tokenizer, self.evaluate, before)
+        return unusable_weights(self.model, self.tokenizer, self.evaluate, before, self.dist)
 
     def _stop(self, fh: Any, status: str, extra: dict[str, Any], record: dict[str, Any],
               steps_completed: int | None = None, keep_weights: bool = False) -> Path:

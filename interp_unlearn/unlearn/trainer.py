@@ -56,7 +56,8 @@ from tqdm.auto import tqdm
 
 from interp_unlearn.evaluation.scoring import EvalConfig, evaluate_mcq
 from interp_unlearn.data.loading import LoadedModel
-from interp_unlearn.core.distributed import all_reduce_sum_, dist_env, split_batch
+from interp_unlearn.core.distributed import (all_finite, all_reduce_sum_, dist_env,
+                                             local_tensor, split_batch)
 from interp_unlearn.unlearn.registry import get_method
 
 __all__ = [
@@ -94,6 +95,7 @@ from interp_unlearn.unlearn.memory import (build_optimizer, disable_gradient_che
                                            enable_gradient_checkpointing, frozen_copy,
                                            unshare)
 from interp_unlearn.unlearn.persist import RunFiles
+from interp_unlearn.unlearn import sharded
 from interp_unlearn.unlearn.context import MethodContext, NonFiniteLossError, UnlearnResult
 from interp_unlearn.unlearn.losses import (lm_loss, masked_mse,
                                            sequence_logprob, token_logprobs)  # noqa: F401
@@ -122,6 +124,8 @@ class Trainer(RunFiles):
         c = self.config
         self.dist = dist_env()  # processes of an `accelerate launch` (1 without one)
         self.micro_rows = split_batch(c.batch_size, self.dist.world, c.grad_accum)
+        if self.dist.sharded:  # FSDP: what it does not run is refused before any work
+            sharded.check_supported(c, c.method, params)
         if c.threads:
             torch.set_num_threads(c.threads)
         decoder_layers(self.model)  # fail early on unsupported models
@@ -209,6 +213,11 @@ class Trainer(RunFiles):
             p.requires_grad_(True)
         if c.gradient_checkpointing:
             enable_gradient_checkpointing(self.model)
+        if self.dist.sharded:  # FSDP: the model (and a full reference) sharded in place
+            sharded.shard(self.model, self.dist)
+            if reference is not None:
+                sharded.shard(reference, self.dist, frozen=True)
+            self.trainable = self.method.trainable()  # the sharded parameters
         self.optimizer = build_optimizer(c.optimizer, list(self.trainable.values()), c.lr,
                                          c.betas, c.adam_eps, c.weight_decay)
         self._w0 = weight_norm(self.trainable.values())  # the divergence guard's reference
@@ -256,6 +265,10 @@ class Trainer(RunFiles):
             terms = self.method.loss_terms(self.step, fb, rb)
             shares = {k: 1.0 if whole else term_share(k, fb, rb) for k in terms}
             local = self._check(terms, weights=shares, raise_=whole)
+            if self.dist.sharded:  # FSDP's backward has collectives: all processes or none
+                summed = reduce_values(local, self.dist)
+                if (bad := finite(summed)) is not None:
+                    raise _NonFinite(bad, summed[bad])
             for k, v in local.items():
                 values[k] = values.get(k, 0.0) + v
             if finite(local) is None:
@@ -265,11 +278,13 @@ class Trainer(RunFiles):
         if (bad := finite(values)) is not None:
             raise _NonFinite(bad, values[bad])
         params = list(self.trainable.values())
-        all_reduce_sum_([p.grad for p in params], self.dist)
-        if self.config.check_grads:
-            for n, p in self.trainable.items():
-                if p.grad is not None and not bool(torch.isfinite(p.grad).all()):
-                    raise _NonFinite(f"gradient of the total loss ({n})", float("nan"))
+        if not self.dist.sharded:  # FSDP reduce-scattered (summed) them in the backward
+            all_reduce_sum_([p.grad for p in params], self.dist)
+        if self.config.check_grads and not all_finite([p.grad for p in params], self.dist):
+            bad = [n for n, p in self.trainable.items() if p.grad is not None
+                   and not bool(torch.isfinite(local_tensor(p.grad)).all())]
+            where = bad[0] if bad else "a shard on another process"
+            raise _NonFinite(f"gradient of the total loss ({where})", float("nan"))
         if self.config.grad_clip:
             torch.nn.utils.clip_grad_norm_(params, self.config.grad_clip)
         self.optimizer.step()

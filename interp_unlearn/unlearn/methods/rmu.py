@@ -72,6 +72,7 @@ from typing import Any, Callable, Sequence
 import torch
 from torch import Tensor, nn
 
+from interp_unlearn.core.distributed import unsharded
 from interp_unlearn.unlearn.memory import frozen_copy
 from interp_unlearn.unlearn.registry import UnlearnMethod, register
 from interp_unlearn.unlearn.trainer import Batch, MethodContext, decoder_layers, masked_mse
@@ -187,9 +188,11 @@ def layer_inputs(model: nn.Module, input_ids: Tensor, attention_mask: Tensor | N
         captured["kwargs"] = {k: v for k, v in kwargs.items() if k != "hidden_states"}
         raise _StopForward
 
-    handle = layers[start].register_forward_pre_hook(grab, with_kwargs=True)
+    # prepended: the capture runs before anything else on layer ``start`` (FSDP's gather)
+    handle = layers[start].register_forward_pre_hook(grab, with_kwargs=True, prepend=True)
     try:
-        with torch.no_grad():
+        # under FSDP the embeddings live in the root's shard, which ``model.model`` bypasses
+        with torch.no_grad(), unsharded(model):
             model.model(input_ids=input_ids, attention_mask=attention_mask, use_cache=False)
     except _StopForward:
         pass

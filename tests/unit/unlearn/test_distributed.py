@@ -64,11 +64,32 @@ def test_batch_split_errors_before_any_work(tmp_path, one_thread):
                 out_dir=tmp_path / "y")
 
 
-def test_sharded_engine_refused(monkeypatch):
+def test_engines_not_run_are_refused_before_any_work(monkeypatch):
+    """DeepSpeed, and FSDP options the trainer does not run, stop in one line before the
+    process group exists; so do the trainer options FSDP does not take."""
+    from interp_unlearn.unlearn.sharded import check_supported
+
     monkeypatch.setenv("WORLD_SIZE", "2")
-    monkeypatch.setenv("ACCELERATE_USE_FSDP", "true")
-    with pytest.raises(ShardedEngineError, match="uses FSDP.*ddp.yaml"):
+    monkeypatch.setenv("ACCELERATE_USE_DEEPSPEED", "true")
+    with pytest.raises(ShardedEngineError, match="uses DeepSpeed.*fsdp.yaml"):
         dist_env()
+    monkeypatch.delenv("ACCELERATE_USE_DEEPSPEED")
+    monkeypatch.setenv("ACCELERATE_USE_FSDP", "true")
+    for var, value, match in (("FSDP_OFFLOAD_PARAMS", "true", "offloading"),
+                              ("FSDP_ACTIVATION_CHECKPOINTING", "true",
+                               "--gradient-checkpointing"),
+                              ("FSDP_SHARDING_STRATEGY", "HYBRID_SHARD", "HYBRID_SHARD")):
+        monkeypatch.setenv(var, value)
+        with pytest.raises(ShardedEngineError, match=match):
+            dist_env()
+        monkeypatch.delenv(var)
+    assert not torch.distributed.is_initialized()
+    for kw, match in (({"lora_rank": 8}, "lora-rank"), ({"optimizer": "adamw8bit"}, "bitsandb"),
+                      ({"method": "npo_sam"}, "npo_sam")):
+        cfg = UnlearnConfig(**{"method": "npo", **kw})
+        with pytest.raises(ShardedEngineError, match=match):
+            check_supported(cfg, cfg.method, None)
+    check_supported(UnlearnConfig(method="rmu"), "rmu", None)  # runs
 
 
 def test_row_slices_partition():
@@ -139,3 +160,47 @@ def test_two_processes_equal_one(tmp_path, one_thread):
     one, two = ns["attack"](), torch.load(tmp_path / "two" / "attack.pt")
     assert _maxdiff(one, two) < TOL
     assert _maxdiff(one, load_model("organism-micro").model.state_dict()) > 1e-4
+
+
+_FSDP_SCRIPT = """
+import sys
+from interp_unlearn.pipeline.cli import main
+out = sys.argv[1]
+for method, extra in (("rmu", []), ("almpu", ["--heads", "0.0,1.1"]),
+                      ("npo", ["--gradient-checkpointing"])):
+    rc = main(["unlearn", "--model", "organism-micro", "--method", method, "--steps",
+               "__STEPS__", "--out", f"{out}/{method}", "--no-eval", "--threads", "1",
+               "--quiet", *extra])
+    assert rc == 0
+rc = main(["attack", "--model", "organism-micro", "--kind", "finetune"])
+assert rc == 2  # refused in one line: the attack command runs on one process
+"""
+
+
+@pytest.mark.multiprocess
+@pytest.mark.slow
+def test_fsdp_two_processes_equal_one(tmp_path, one_thread):
+    """``accelerate launch --config_file <shipped fsdp.yaml> --num_processes 2`` on CPU
+    (FSDP2 FULL_SHARD over gloo): RMU (direct layer calls, root gathered for the prefix),
+    ALMPU (δ steps through the sharded model and the sharded frozen reference) and NPO
+    with gradient checkpointing give the one-process weights within 1e-5."""
+    from safetensors.torch import load_file
+
+    script = tmp_path / "run.py"
+    script.write_text(_FSDP_SCRIPT.replace("__STEPS__", str(STEPS)))
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1",
+           "ACCELERATE_USE_CPU": "1"}
+    config = Path(interp_unlearn.__file__).parent / "assets" / "accelerate" / "fsdp.yaml"
+    cmd = [str(Path(sys.executable).with_name("accelerate")), "launch", "--config_file",
+           str(config), "--num_processes", "2", "--main_process_port", "29519", str(script),
+           str(tmp_path / "two")]
+    proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "the attack command runs on one process" in proc.stderr
+    for method, kw in (("rmu", {}), ("almpu", {"heads": [(0, 0), (1, 1)]}),
+                       ("npo", {"gradient_checkpointing": True})):
+        one = _train(tmp_path, method, **kw)
+        two = load_file(str(tmp_path / "two" / method / "model.safetensors"))
+        assert two.keys() == one.keys()
+        assert _maxdiff(one, two) < TOL, method
+        assert _maxdiff(one, load_model("organism-micro").model.state_dict()) > 1e-4
