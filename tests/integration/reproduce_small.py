@@ -3,6 +3,9 @@ executor and shard tests: one seed, RMU, Table 1 at N = 3, the logit lens on the
 questions. :func:`local_run` runs it once per test session with the local executor (in
 this process) into the session's temp directory; a second caller resumes it (nothing
 reruns), so both test modules compare against the same stored values.
+:func:`submitit_shard` runs shard ``i`` of 2 of the same plan through submitit's local
+executor into one run directory (once per session): the executor test checks shard 1's
+values, the shard test runs shard 2 the same way and merges the two.
 """
 
 from __future__ import annotations
@@ -28,6 +31,21 @@ def local_run(tmp_path_factory) -> Path:
     out = tmp_path_factory.getbasetemp() / "reproduce-small-local"
     run_reproduce(ReproduceConfig.from_dict(SMALL), out)
     return out
+
+
+_SUBMITIT_RUNS: dict[int, dict] = {}
+
+
+def submitit_shard(tmp_path_factory, i: int) -> dict:
+    """Shard ``i``/2 of the SMALL plan run as submitit jobs (each cell its own process)
+    into ``BASETEMP/reproduce-small-submitit``, once per session; the first run's summary
+    (``summary["out"]`` is the shard's directory)."""
+    if i not in _SUBMITIT_RUNS:
+        out = tmp_path_factory.getbasetemp() / "reproduce-small-submitit"
+        cfg = ReproduceConfig.from_dict({**SMALL, "executor": "submitit",
+                                         "executor_options": SUBMITIT_OPTIONS})
+        _SUBMITIT_RUNS[i] = run_reproduce(cfg, out, shard=f"{i}/2")
+    return _SUBMITIT_RUNS[i]
 
 
 def values(run: Path) -> pd.DataFrame:

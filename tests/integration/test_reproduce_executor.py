@@ -29,7 +29,7 @@ from interp_unlearn.pipeline.reproduce.executors import CELLS_DIR, INFLIGHT_FILE
 from interp_unlearn.pipeline.reproduce.parallel import auto_workers, worker_gpus
 from interp_unlearn.pipeline.reproduce.store import PLAN_FILE, RESULTS_FILE
 from interp_unlearn.pipeline.reproduce_flags import EXECUTOR_CHOICES
-from reproduce_small import SMALL, SUBMITIT_OPTIONS, local_run, values
+from reproduce_small import SMALL, SUBMITIT_OPTIONS, local_run, submitit_shard, values
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 #: the jobs need submitit (the ``cluster`` extra); the other tests run without it
@@ -45,8 +45,7 @@ def runs(tmp_path_factory):
     the reference and the attack: four cells, one a dependency of two others) run as
     submitit jobs."""
     local = local_run(tmp_path_factory)
-    out = tmp_path_factory.mktemp("executor") / "submitit"
-    summary = run_reproduce(ReproduceConfig.from_dict(SUBMITIT), out, shard="1/2")
+    summary = submitit_shard(tmp_path_factory, 1)
     return local, Path(summary["out"]), summary
 
 

@@ -10,19 +10,21 @@ one run; bad specs fail with one line, exit 2, before any file is written.
 from __future__ import annotations
 
 import fcntl
+import importlib.util
 import json
+from pathlib import Path
 
 import pandas as pd
 import pytest
 
 from interp_unlearn.pipeline.cli import main
 from interp_unlearn.pipeline.reproduce import ReproduceConfig, ResultsStore, build_tables
-from interp_unlearn.pipeline.reproduce import build_plan, run_reproduce
+from interp_unlearn.pipeline.reproduce import build_plan
 from interp_unlearn.pipeline.reproduce.parallel import dependencies
 from interp_unlearn.pipeline.reproduce.shard import (ShardError, components, parse_shard,
                                                      shard_plan)
 from interp_unlearn.pipeline.reproduce.store import LOCK_FILE, PLAN_FILE, RESULTS_FILE
-from reproduce_small import SMALL, TABLES, local_run, values
+from reproduce_small import SMALL, TABLES, local_run, submitit_shard, values
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -100,14 +102,16 @@ def test_bad_shard_specs_fail_before_any_file(tmp_path, capsys):
 
 
 @pytest.mark.slow
+@pytest.mark.skipif(importlib.util.find_spec("submitit") is None,
+                    reason="pip install 'interp-unlearn[cluster]'")
 def test_two_shards_then_a_merge_give_the_tables_of_one_run(tmp_path_factory, capsys):
+    """``reproduce --executor submitit --shard 1/2`` and ``--shard 2/2`` (each cell a
+    submitit job), then a merge: the stored values and tables of one local run."""
     local = local_run(tmp_path_factory)
-    out = tmp_path_factory.mktemp("sharded") / "run"
-    cfg = ReproduceConfig.from_dict(SMALL)
-    shards = []
-    for i in (1, 2):
-        shards.append(run_reproduce(cfg, out, shard=f"{i}/2"))
-    assert sum(s["ran"] for s in shards) == len(build_plan(cfg)) == 7
+    shards = [submitit_shard(tmp_path_factory, i) for i in (1, 2)]
+    out = Path(shards[0]["out"]).parent.parent
+    assert Path(shards[1]["out"]).parent.parent == out
+    assert sum(s["ran"] for s in shards) == len(build_plan(ReproduceConfig.from_dict(SMALL))) == 7
     assert not (out / RESULTS_FILE).exists()
     # a running shard stops the merge before it copies anything
     with open(out / "shards" / "2-of-2" / LOCK_FILE, "a") as held:
