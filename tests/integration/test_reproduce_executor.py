@@ -3,13 +3,15 @@
 
 Shard 1 of 2 of a small plan on the micro organism (four cells) run through submitit's
 local executor (each cell a separate Python process started by submitit) must store the
-same values as the local executor; result files a dead parent never merged are merged on the next run without
-recomputation; jobs a killed parent left running are cancelled; bad input fails before
-any file is written.
+same values as the local executor, and shards 1/2 and 2/2 both run that way, then merged,
+the tables of one local run; result files a dead parent never merged are merged on the
+next run without recomputation; jobs a killed parent left running are cancelled; bad
+input fails before any file is written.
 """
 
 from __future__ import annotations
 
+import fcntl
 import importlib.util
 import json
 import socket
@@ -22,14 +24,15 @@ import pytest
 
 from interp_unlearn.pipeline.cli import main
 from interp_unlearn.pipeline.reproduce import (GridRunner, ReproduceConfig, ResultsStore,
-                                               run_reproduce)
+                                               build_plan, build_tables, run_reproduce)
 from interp_unlearn.pipeline.reproduce import executors
 from interp_unlearn.pipeline.reproduce.config import CONFIG_FILE, EXECUTORS
 from interp_unlearn.pipeline.reproduce.executors import CELLS_DIR, INFLIGHT_FILE, job_file
 from interp_unlearn.pipeline.reproduce.parallel import auto_workers, worker_gpus
-from interp_unlearn.pipeline.reproduce.store import PLAN_FILE, RESULTS_FILE
+from interp_unlearn.pipeline.reproduce.store import LOCK_FILE, PLAN_FILE, RESULTS_FILE
 from interp_unlearn.pipeline.reproduce_flags import EXECUTOR_CHOICES
-from reproduce_small import SMALL, SUBMITIT_OPTIONS, local_run, submitit_shard, values
+from reproduce_small import (SMALL, SUBMITIT_OPTIONS, TABLES, local_run, submitit_shard,
+                            values)
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 #: the jobs need submitit (the ``cluster`` extra); the other tests run without it
@@ -73,6 +76,8 @@ def test_submitit_local_jobs_store_the_same_values_as_the_local_pool(runs):
     assert not (out / CELLS_DIR / INFLIGHT_FILE).exists()
     logs = list((out / "submitit").glob("*/*_log.out"))
     assert len({p.parent.name for p in logs}) == 4  # four job ids
+    assert sorted(p.name for p in (out / "submitit").iterdir()) == sorted(
+        {p.parent.name for p in logs})  # no empty template folder left behind
     session = json.loads((out / "manifest.json").read_text())["sessions"][-1]
     assert session["executor"] == "submitit" and session["workers"] == 2
     assert session["shard"] == "1/2"
@@ -169,3 +174,47 @@ def test_one_gpu_per_worker(monkeypatch):
     assert worker_gpus("cuda:1", 4) is None  # one named GPU: every worker on it
     monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "0")
     assert worker_gpus("cuda", 2) is None and auto_workers("cuda") == 1
+
+
+@pytest.mark.slow
+@needs_submitit
+def test_two_shards_then_a_merge_give_the_tables_of_one_run(tmp_path_factory, capsys):
+    """``reproduce --executor submitit --shard 1/2`` and ``--shard 2/2`` (each cell a
+    submitit job), then a merge: the stored values and tables of one local run."""
+    local = local_run(tmp_path_factory)
+    shards = [submitit_shard(tmp_path_factory, i) for i in (1, 2)]
+    out = Path(shards[0]["out"]).parent.parent
+    assert Path(shards[1]["out"]).parent.parent == out
+    assert sum(s["ran"] for s in shards) == len(build_plan(ReproduceConfig.from_dict(SMALL))) == 7
+    assert not (out / RESULTS_FILE).exists()
+    # a running shard stops the merge before it copies anything
+    with open(out / "shards" / "2-of-2" / LOCK_FILE, "a") as held:
+        fcntl.flock(held, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        # --resume: the shards' configuration (the run directory has none yet)
+        argv = ["reproduce", "--out", str(out), "--resume", "--no-progress", "--no-figures"]
+        assert main(argv) == 2
+        err = capsys.readouterr().err
+        assert "another reproduce run is using" in err and "2-of-2" in err
+    assert not (out / RESULTS_FILE).exists()  # shard 1 was not copied either
+    # the merge: the parent runs nothing, copies every shard cell, writes the tables
+    assert main(argv + ["--json"]) == 0
+    res = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert res["ran"] == 0 and res["skipped"] == 7
+    session = json.loads((out / "manifest.json").read_text())["sessions"][-1]
+    assert session["cells_merged_from_shards"] == 7
+    pd.testing.assert_frame_equal(values(out), values(local))
+    a, b = build_tables(out), build_tables(local)
+    for name in TABLES:
+        x, y = (t[name][t[name]["column"] != "seconds"].reset_index(drop=True) for t in (a, b))
+        pd.testing.assert_frame_equal(x, y, obj=name)
+    for name in TABLES:
+        assert (out / "tables" / f"{name}.csv").is_file()
+    # the shards' checkpoints and localizations moved into the run directory
+    assert (sorted(p.name for p in (out / "checkpoints").iterdir())
+            == sorted(p.name for p in (local / "checkpoints").iterdir()))
+    assert (out / "localize" / "seed0" / "scores.csv").is_file()
+    # a second merge copies nothing twice
+    assert main(argv) == 0
+    assert len(ResultsStore(out).finished()) == 7
+    lines = (out / RESULTS_FILE).read_text().splitlines()
+    assert sum(json.loads(x)["metric"] == "_cell_done" for x in lines) == 7

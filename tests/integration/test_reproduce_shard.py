@@ -4,27 +4,24 @@ components of the dependency graph: a seed's cells stay together), each run in
 
 The shards' dry-run plans partition the full plan and read nothing outside themselves;
 ``--shard 1/2`` and ``--shard 2/2`` then a merge give the same stored values and tables as
-one run; bad specs fail with one line, exit 2, before any file is written.
+one run (that test is in ``test_reproduce_executor.py``: both shards run as submitit
+jobs there, next to the shard-1 run it shares); bad specs fail with one line, exit 2,
+before any file is written.
 """
 
 from __future__ import annotations
 
-import fcntl
-import importlib.util
 import json
-from pathlib import Path
 
-import pandas as pd
 import pytest
 
 from interp_unlearn.pipeline.cli import main
-from interp_unlearn.pipeline.reproduce import ReproduceConfig, ResultsStore, build_tables
+from interp_unlearn.pipeline.reproduce import ReproduceConfig
 from interp_unlearn.pipeline.reproduce import build_plan
 from interp_unlearn.pipeline.reproduce.parallel import dependencies
 from interp_unlearn.pipeline.reproduce.shard import (ShardError, components, parse_shard,
                                                      shard_plan)
-from interp_unlearn.pipeline.reproduce.store import LOCK_FILE, PLAN_FILE, RESULTS_FILE
-from reproduce_small import SMALL, TABLES, local_run, submitit_shard, values
+from interp_unlearn.pipeline.reproduce.store import PLAN_FILE, RESULTS_FILE
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -99,48 +96,3 @@ def test_bad_shard_specs_fail_before_any_file(tmp_path, capsys):
             err = capsys.readouterr().err.strip().splitlines()
             assert len(err) == 1 and msg in err[0] and "--shard" in err[0], err
     assert not out.exists()
-
-
-@pytest.mark.slow
-@pytest.mark.skipif(importlib.util.find_spec("submitit") is None,
-                    reason="pip install 'interp-unlearn[cluster]'")
-def test_two_shards_then_a_merge_give_the_tables_of_one_run(tmp_path_factory, capsys):
-    """``reproduce --executor submitit --shard 1/2`` and ``--shard 2/2`` (each cell a
-    submitit job), then a merge: the stored values and tables of one local run."""
-    local = local_run(tmp_path_factory)
-    shards = [submitit_shard(tmp_path_factory, i) for i in (1, 2)]
-    out = Path(shards[0]["out"]).parent.parent
-    assert Path(shards[1]["out"]).parent.parent == out
-    assert sum(s["ran"] for s in shards) == len(build_plan(ReproduceConfig.from_dict(SMALL))) == 7
-    assert not (out / RESULTS_FILE).exists()
-    # a running shard stops the merge before it copies anything
-    with open(out / "shards" / "2-of-2" / LOCK_FILE, "a") as held:
-        fcntl.flock(held, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        # --resume: the shards' configuration (the run directory has none yet)
-        argv = ["reproduce", "--out", str(out), "--resume", "--no-progress", "--no-figures"]
-        assert main(argv) == 2
-        err = capsys.readouterr().err
-        assert "another reproduce run is using" in err and "2-of-2" in err
-    assert not (out / RESULTS_FILE).exists()  # shard 1 was not copied either
-    # the merge: the parent runs nothing, copies every shard cell, writes the tables
-    assert main(argv + ["--json"]) == 0
-    res = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
-    assert res["ran"] == 0 and res["skipped"] == 7
-    session = json.loads((out / "manifest.json").read_text())["sessions"][-1]
-    assert session["cells_merged_from_shards"] == 7
-    pd.testing.assert_frame_equal(values(out), values(local))
-    a, b = build_tables(out), build_tables(local)
-    for name in TABLES:
-        x, y = (t[name][t[name]["column"] != "seconds"].reset_index(drop=True) for t in (a, b))
-        pd.testing.assert_frame_equal(x, y, obj=name)
-    for name in TABLES:
-        assert (out / "tables" / f"{name}.csv").is_file()
-    # the shards' checkpoints and localizations moved into the run directory
-    assert (sorted(p.name for p in (out / "checkpoints").iterdir())
-            == sorted(p.name for p in (local / "checkpoints").iterdir()))
-    assert (out / "localize" / "seed0" / "scores.csv").is_file()
-    # a second merge copies nothing twice
-    assert main(argv) == 0
-    assert len(ResultsStore(out).finished()) == 7
-    lines = (out / RESULTS_FILE).read_text().splitlines()
-    assert sum(json.loads(x)["metric"] == "_cell_done" for x in lines) == 7

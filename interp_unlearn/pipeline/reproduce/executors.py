@@ -272,3 +272,7 @@ def _run_submitit(runner: Any, todo: list[Cell], finished: set[str], workers: in
                     continue
         if clean or not running:
             _inflight(runner.out).unlink(missing_ok=True)
+        try:  # submitit's submission folder (the literal template), once empty
+            (runner.out / "submitit" / "%j").rmdir()
+        except OSError:
+            pass
