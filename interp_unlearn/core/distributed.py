@@ -20,7 +20,9 @@ see, so gradients are all-reduced explicitly after the backward pass; the cost i
 all-reduce of the *trained* parameters' gradients per step). ``fsdp`` (an FSDP launch,
 ``FULL_SHARD`` or ``SHARD_GRAD_OP``): the unlearning trainer shards the model with torch's
 FSDP2 ``fully_shard`` (:mod:`interp_unlearn.unlearn.sharded`), which reduce-scatters the
-gradients itself. DeepSpeed launches are refused with a clear error (not implemented).
+gradients itself. ``zero3`` (a DeepSpeed launch, ZeRO stage 3): the trainer builds a
+DeepSpeed engine itself (:mod:`interp_unlearn.unlearn.zero`); other stages and offloading
+are refused in one line.
 
 Everything here is torch only: any launcher that sets the ``torchrun`` variables works
 (``accelerate launch --multi_gpu``, ``torchrun``, SLURM's ``srun`` with them exported).
@@ -39,7 +41,7 @@ __all__ = ["BatchSplitError", "DistEnv", "ENGINES", "ShardedEngineError", "all_f
            "all_reduce_sum_", "barrier", "dist_env", "local_tensor", "row_slices",
            "split_batch", "unsharded"]
 
-ENGINES = ("replicate", "fsdp")
+ENGINES = ("replicate", "fsdp", "zero3")
 
 
 class BatchSplitError(ValueError):
@@ -48,14 +50,15 @@ class BatchSplitError(ValueError):
 
 class ShardedEngineError(RuntimeError):
     """The launcher asked for an engine or an engine option the code does not run
-    (DeepSpeed; FSDP with offloading or hybrid sharding; FSDP for an attack)."""
+    (DeepSpeed other than ZeRO-3, offloading, hybrid sharding; a sharded attack)."""
 
 
 @dataclass(frozen=True)
 class DistEnv:
     """This process's place: ``rank`` of ``world`` processes, its ``device``, and the
     ``engine`` the launch asked for (``replicate``: DDP; ``fsdp``: FULL_SHARD /
-    SHARD_GRAD_OP, with ``reshard_after_forward`` True for FULL_SHARD)."""
+    SHARD_GRAD_OP, with ``reshard_after_forward`` True for FULL_SHARD; ``zero3``:
+    DeepSpeed ZeRO stage 3)."""
 
     rank: int = 0
     world: int = 1
@@ -66,7 +69,7 @@ class DistEnv:
 
     @property
     def sharded(self) -> bool:
-        return self.distributed and self.engine == "fsdp"
+        return self.distributed and self.engine in ("fsdp", "zero3")
 
     @property
     def is_main(self) -> bool:
@@ -83,20 +86,21 @@ def dist_env() -> DistEnv:
     ``LOCAL_RANK``, ``MASTER_ADDR``/``PORT``), initialised here if nobody has -- NCCL on
     GPUs (process ``i`` on ``cuda:LOCAL_RANK``), gloo on CPUs (or with
     ``ACCELERATE_USE_CPU=1``); a single process otherwise. An FSDP launch
-    (``ACCELERATE_USE_FSDP``) gives ``engine="fsdp"``; raises :class:`ShardedEngineError`
-    for a DeepSpeed launch and for FSDP options the trainer does not run."""
+    (``ACCELERATE_USE_FSDP``) gives ``engine="fsdp"``, a DeepSpeed one
+    (``ACCELERATE_USE_DEEPSPEED``) ``engine="zero3"``; raises :class:`ShardedEngineError`
+    for the options of either that the trainer does not run."""
     dist = torch.distributed
     world = int(os.environ.get("WORLD_SIZE", "1") or 1)
     initialised = dist.is_available() and dist.is_initialized()
     if world <= 1 and not initialised:
         return DistEnv()
-    if _true("ACCELERATE_USE_DEEPSPEED"):
-        raise ShardedEngineError(
-            "this launch uses DeepSpeed, which the trainer does not run: launch with the "
-            "shipped config interp_unlearn/assets/accelerate/fsdp.yaml (FSDP FULL_SHARD, "
-            "the ZeRO-3 equivalent) or ddp.yaml")
     engine, reshard = "replicate", True
-    if _true("ACCELERATE_USE_FSDP"):
+    if _true("ACCELERATE_USE_DEEPSPEED"):
+        from interp_unlearn.unlearn.zero import check_env
+
+        check_env()
+        engine = "zero3"
+    elif _true("ACCELERATE_USE_FSDP"):
         engine, reshard = "fsdp", _fsdp_reshard()
     cuda = torch.cuda.is_available() and \
         os.environ.get("ACCELERATE_USE_CPU", "").lower() not in ("1", "true")
@@ -136,7 +140,13 @@ def _fsdp_reshard() -> bool:
 
 
 def local_tensor(t: torch.Tensor) -> torch.Tensor:
-    """This process's shard of an FSDP (DTensor) tensor; any other tensor itself."""
+    """This process's shard of an FSDP (DTensor) tensor or of a ZeRO-3 parameter (its
+    ``ds_tensor`` without the padding); any other tensor itself."""
+    if hasattr(t, "ds_tensor"):
+        flat = t.ds_tensor.reshape(-1)
+        group = getattr(t, "ds_process_group", None)
+        start = torch.distributed.get_rank(group) * flat.numel()
+        return flat[:max(0, min(flat.numel(), t.ds_numel - start))]
     return t.to_local() if hasattr(t, "to_local") else t
 
 

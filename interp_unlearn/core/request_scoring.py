@@ -289,7 +289,8 @@ def score_requests(model: Any, requests: Sequence[TokenizedRequest], batch_size:
                    pad_id: int, progress: bool = False, share_prefix: bool | None = None
                    ) -> Float[Tensor, " requests"]:
     """Summed continuation log-probabilities of ``requests`` (in their order), at most
-    ``batch_size`` rows per forward pass, under ``torch.inference_mode()``.
+    ``batch_size`` rows per forward pass, under ``torch.inference_mode()`` (``no_grad``
+    for a DeepSpeed ZeRO-3 model).
 
     Identical requests are scored once (so they tie exactly, as under lm-eval's logits
     cache); requests with identical inputs share one row; with ``share_prefix`` (default:
@@ -332,8 +333,12 @@ def score_requests(model: Any, requests: Sequence[TokenizedRequest], batch_size:
     was_training = isinstance(model, torch.nn.Module) and model.training
     if was_training:
         model.eval()
+    # a DeepSpeed ZeRO-3 model gathers its parameters in the forward: inference tensors
+    # would stay in them and refuse gradients afterwards, hence no_grad for it
+    partitioned = isinstance(model, torch.nn.Module) and any(
+        hasattr(p, "ds_id") for p in model.parameters())
     try:
-        with torch.inference_mode():
+        with torch.no_grad() if partitioned else torch.inference_mode():
             for group, shared in tqdm(groups, disable=not progress, desc="Scoring MCQ"):
                 state = _prefix_pass(model, options, group, shared, prefixes, unique,
                                      suffixes, pad_id, device, scores)

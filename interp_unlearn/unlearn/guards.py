@@ -50,7 +50,14 @@ class Diverged(Exception):
 @torch.no_grad()
 def weight_norm(params: Iterable[torch.Tensor]) -> float:
     """The L2 norm of all ``params`` together: one norm per tensor in its own dtype (no
-    float64 copy of a 7B model's weights every step), the squares summed in Python."""
+    float64 copy of a 7B model's weights every step), the squares summed in Python;
+    ZeRO-3-partitioned ones: their partitions, reduced over the processes (every process
+    calls this)."""
+    params = list(params)
+    if any(hasattr(p, "ds_tensor") for p in params):
+        from interp_unlearn.unlearn.zero import weight_norm as zero_norm
+
+        return zero_norm(params)
     return math.sqrt(sum(float(_full(torch.linalg.vector_norm(p.detach()))) ** 2
                          for p in params))
 
@@ -86,7 +93,7 @@ def unusable_weights(model: Any, tokenizer: Any, evaluate: Any,
     ``evaluate()`` scores the retain set -- a retain accuracy that collapsed relative to
     ``before`` (:func:`retain_collapse`)."""
     params = dict(model.named_parameters())
-    if not all_finite(params.values(), env or DistEnv()):  # FSDP: every process's shards
+    if not all_finite(params.values(), env or DistEnv()):  # FSDP/ZeRO: every process's shards
         bad = [n for n, p in params.items() if not torch.isfinite(local_tensor(p)).all()]
         return (f"{len(bad)} parameter tensor(s) hold NaN/inf (e.g. {bad[0]})" if bad
                 else "a parameter shard on another process holds NaN/inf")

@@ -15,6 +15,7 @@ from interp_unlearn.unlearn.guards import DivergenceError, unusable_weights
 from interp_unlearn.unlearn.lora import merge_lora
 from interp_unlearn.unlearn.output import publish
 from interp_unlearn.unlearn.sharded import full_state_dict
+from interp_unlearn.unlearn.zero import full_state_dict as zero_state_dict
 
 __all__ = ["RunFiles"]
 
@@ -35,8 +36,10 @@ class RunFiles:
         resolved config to out_dir (the main process only)."""
         self.merge_adapters()
         out = self.out_dir
-        state = None  # FSDP: every process takes part in gathering the full weights
-        if weights and self.dist.sharded:
+        state = None  # FSDP/ZeRO-3: every process takes part in gathering the full weights
+        if weights and getattr(self, "zero", None) is not None:
+            state = zero_state_dict(self.model, self.dist)
+        elif weights and self.dist.sharded:
             state = full_state_dict(self.model)
         if not self.dist.is_main:
             return out

@@ -95,7 +95,7 @@ from interp_unlearn.unlearn.memory import (build_optimizer, disable_gradient_che
                                            enable_gradient_checkpointing, frozen_copy,
                                            unshare)
 from interp_unlearn.unlearn.persist import RunFiles
-from interp_unlearn.unlearn import sharded
+from interp_unlearn.unlearn import sharded, zero
 from interp_unlearn.unlearn.context import MethodContext, NonFiniteLossError, UnlearnResult
 from interp_unlearn.unlearn.losses import (lm_loss, masked_mse,
                                            sequence_logprob, token_logprobs)  # noqa: F401
@@ -124,7 +124,10 @@ class Trainer(RunFiles):
         c = self.config
         self.dist = dist_env()  # processes of an `accelerate launch` (1 without one)
         self.micro_rows = split_batch(c.batch_size, self.dist.world, c.grad_accum)
-        if self.dist.sharded:  # FSDP: what it does not run is refused before any work
+        self.zero: zero.ZeroEngine | None = None  # DeepSpeed ZeRO-3 (built with the method)
+        if self.dist.engine == "zero3" and self.dist.distributed:  # refused before any work
+            self.config = c = zero.check_supported(c, c.method, params)
+        elif self.dist.sharded:  # FSDP: what it does not run is refused before any work
             sharded.check_supported(c, c.method, params)
         if c.threads:
             torch.set_num_threads(c.threads)
@@ -213,13 +216,17 @@ class Trainer(RunFiles):
             p.requires_grad_(True)
         if c.gradient_checkpointing:
             enable_gradient_checkpointing(self.model)
-        if self.dist.sharded:  # FSDP: the model (and a full reference) sharded in place
-            sharded.shard(self.model, self.dist)
+        if self.dist.sharded and self.dist.engine == "fsdp":  # the model (and a full
+            sharded.shard(self.model, self.dist)  # reference) sharded in place
             if reference is not None:
                 sharded.shard(reference, self.dist, frozen=True)
             self.trainable = self.method.trainable()  # the sharded parameters
         self.optimizer = build_optimizer(c.optimizer, list(self.trainable.values()), c.lr,
                                          c.betas, c.adam_eps, c.weight_decay)
+        if self.dist.sharded and self.dist.engine == "zero3":  # partitioned in place
+            self.zero = zero.ZeroEngine(self.model, self.optimizer, reference, c, self.dist,
+                                        self.micro_rows)
+            self.optimizer = self.zero.optimizer
         self._w0 = weight_norm(self.trainable.values())  # the divergence guard's reference
 
     # -- pieces ------------------------------------------------------------------
@@ -273,22 +280,26 @@ class Trainer(RunFiles):
                 values[k] = values.get(k, 0.0) + v
             if finite(local) is None:
                 total = sum(t if whole else t * shares[k] for k, t in terms.items())
-                total.backward()
+                self.zero.backward(total) if self.zero else total.backward()
         values = reduce_values(values, self.dist)
         if (bad := finite(values)) is not None:
             raise _NonFinite(bad, values[bad])
         params = list(self.trainable.values())
         if not self.dist.sharded:  # FSDP reduce-scattered (summed) them in the backward
             all_reduce_sum_([p.grad for p in params], self.dist)
-        if self.config.check_grads and not all_finite([p.grad for p in params], self.dist):
-            bad = [n for n, p in self.trainable.items() if p.grad is not None
-                   and not bool(torch.isfinite(local_tensor(p.grad)).all())]
+        grads = self.zero.grads(params) if self.zero else [p.grad for p in params]
+        if self.config.check_grads and not all_finite(grads, self.dist):
+            bad = [n for n, g in zip(self.trainable, grads) if g is not None
+                   and not bool(torch.isfinite(local_tensor(g)).all())]
             where = bad[0] if bad else "a shard on another process"
             raise _NonFinite(f"gradient of the total loss ({where})", float("nan"))
-        if self.config.grad_clip:
-            torch.nn.utils.clip_grad_norm_(params, self.config.grad_clip)
-        self.optimizer.step()
-        self.optimizer.zero_grad(set_to_none=True)
+        if self.zero:  # DeepSpeed clips (--grad-clip) and steps
+            self.zero.step()
+        else:
+            if self.config.grad_clip:
+                torch.nn.utils.clip_grad_norm_(params, self.config.grad_clip)
+            self.optimizer.step()
+            self.optimizer.zero_grad(set_to_none=True)
         check_weight_growth(weight_norm(self.trainable.values()), self._w0)
         post = self.method.post_step(self.step, forget, retain)
         try:
