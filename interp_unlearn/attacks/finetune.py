@@ -268,8 +268,7 @@ def train_on_texts(model: torch.nn.Module, tokenizer: Any, texts: Sequence[str],
     env = dist_env()  # under `accelerate launch`: a step's micro-batches spread over processes
     if env.sharded:
         raise ShardedEngineError("the fine-tuning attack does not run under FSDP or ZeRO-3: "
-                                 "launch it with interp_unlearn/assets/accelerate/ddp.yaml "
-                                 "or on one process")
+                                 "launch it with ddp.yaml or on one process")
     if config.grad_accum % env.world:
         raise BatchSplitError(f"grad_accum {config.grad_accum} (micro-batches per step) is not "
                               f"divisible by {env.world} processes; use a multiple of {env.world}")

@@ -14,6 +14,7 @@ from __future__ import annotations
 import fcntl
 import importlib.util
 import json
+import signal
 import socket
 import subprocess
 import sys
@@ -126,22 +127,27 @@ def test_a_failed_job_names_its_cell(runs, tmp_path):
 
 
 def test_jobs_left_by_a_killed_parent_are_cancelled(tmp_path):
-    """``inflight.json`` of a dead parent: the next run stops those jobs before it cleans."""
-    proc = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(120)",
-                             "submitit"])
+    """``inflight.json`` of a dead parent: the next run stops those jobs before it cleans
+    -- with SIGINT, and with SIGTERM when SIGINT is ignored (a controller started by a
+    background parent, or under pytest-xdist)."""
+    sleeper = [sys.executable, "-c", "import time; time.sleep(120)", "submitit"]
+    procs = [subprocess.Popen(sleeper, preexec_fn=lambda: signal.signal(signal.SIGINT, how))
+             for how in (signal.SIG_DFL, signal.SIG_IGN)]
     try:
         out = tmp_path / "orphans"
         run_reproduce(ReproduceConfig.from_dict(SUBMITIT), out, dry_run=True)
         (out / CELLS_DIR).mkdir()
         (out / CELLS_DIR / INFLIGHT_FILE).write_text(json.dumps(
-            {"k": {"job_id": str(proc.pid), "cluster": "local", "host": socket.gethostname(),
-                   "folder": str(out)}}))
+            {f"k{i}": {"job_id": str(p.pid), "cluster": "local", "host": socket.gethostname(),
+                       "folder": str(out)} for i, p in enumerate(procs)}))
         executors.prepare(GridRunner(ReproduceConfig.from_dict(SUBMITIT), out))
-        assert proc.wait(timeout=10) != 0
+        assert procs[0].wait(timeout=10) != 0
+        assert procs[1].wait(timeout=10) == -signal.SIGTERM
         assert not (out / CELLS_DIR / INFLIGHT_FILE).exists()
     finally:
-        if proc.poll() is None:
-            proc.kill()
+        for p in procs:
+            if p.poll() is None:
+                p.kill()
 
 
 def test_bad_executor_input_fails_before_any_file(tmp_path, capsys, monkeypatch):

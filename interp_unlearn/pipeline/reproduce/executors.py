@@ -121,6 +121,21 @@ def _save_inflight(run_dir: Path, jobs: dict[str, dict[str, Any]]) -> None:
     tmp.replace(path)
 
 
+def _alive(pid: int, wait_s: float) -> bool:
+    """Whether process ``pid`` still runs (not a zombie) after up to ``wait_s`` seconds."""
+    deadline = time.time() + wait_s
+    while True:
+        try:
+            state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+        except (OSError, IndexError):
+            return False
+        if state == "Z":
+            return False
+        if time.time() >= deadline:
+            return True
+        time.sleep(0.1)
+
+
 def _cancel_recorded(run_dir: Path) -> None:
     """Cancel the jobs a killed parent left in flight (``inflight.json``)."""
     path = _inflight(run_dir)
@@ -132,6 +147,8 @@ def _cancel_recorded(run_dir: Path) -> None:
             try:  # only submitit's controller of that job, not a reused pid
                 if b"submitit" in Path(f"/proc/{pid}/cmdline").read_bytes():
                     os.kill(pid, signal.SIGINT)  # the controller stops its task
+                    if _alive(pid, wait_s=5.0):  # SIGINT ignored (started in background)
+                        os.kill(pid, signal.SIGTERM)
             except OSError:
                 pass
         elif rec.get("cluster") == "slurm":

@@ -67,12 +67,17 @@ def test_shipped_micro_organism_knows_more_than_twin():
 
 
 @pytest.mark.slow
-def test_fresh_micro_learns_and_twin_does_not(tmp_path):
-    metrics = train_organism(get_preset("micro"), tmp_path, progress=False)
-    model, twin = metrics["model"]["final"], metrics["twin"]["final"]
-    assert model["forget"] >= twin["forget"] + 0.3, (model, twin)
-    assert twin["forget"] <= 0.4
-    assert model["retain"] >= 0.5 and twin["retain"] >= 0.5
+def test_fresh_micro_learns_its_facts(tmp_path):
+    """The organism recipe from scratch (the model only: the twin is the same training
+    loop on a corpus without the forget domain -- ``test_world.py`` checks that corpus,
+    ``test_shipped_micro_organism_knows_more_than_twin`` the shipped twin -- and training
+    it too doubled the suite's longest test). The shipped micro model scores forget 0.856,
+    retain 0.771; chance is 0.25; 200 steps instead of 400 reach only 0.444 / 0.457."""
+    metrics = train_organism(get_preset("micro"), tmp_path, members=("model",),
+                             progress=False)
+    model = metrics["model"]["final"]
+    assert model["forget"] >= 0.7 and model["retain"] >= 0.5, model
+    assert not (tmp_path / "twin").exists()
     assert (tmp_path / "model" / "model.safetensors").is_file()
     assert json.loads((tmp_path / "organism_config.json").read_text())["preset"] == "micro"
     lm = load_model(tmp_path / "model")
