@@ -1,4 +1,5 @@
 import os
+from pathlib import Path
 
 # A stray hub call must fail at once, never download.
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -16,6 +17,20 @@ import torch  # noqa: E402
 
 if _WORKERS > 1:
     torch.set_num_threads(int(os.environ["OMP_NUM_THREADS"]))
+
+def pytest_collection_modifyitems(config, items):
+    """Under ``--dist loadgroup``, a module with an expensive module- or session-scoped
+    fixture of its own (a reference grid run, a shared CLI run) keeps all its tests on one
+    worker, so the fixture is built once; every other test is scheduled on its own (better
+    balance than whole files). conftest's shared fixtures are cheap (a micro load)."""
+    for item in items:
+        info = getattr(item, "_fixtureinfo", None)
+        defs = info.name2fixturedefs.values() if info is not None else ()
+        own = any(d.scope in ("module", "session") and Path(str(d.baseid)).name
+                  == item.path.name for fixdefs in defs for d in fixdefs)
+        if own:
+            item.add_marker(pytest.mark.xdist_group(item.path.name))
+
 
 @pytest.fixture(scope="module")
 def one_thread():

@@ -38,6 +38,7 @@ from typing import Iterable, Iterator
 import torch
 
 __all__ = ["BatchSplitError", "DistEnv", "ENGINES", "ShardedEngineError", "all_finite",
+           "check_zero3_env",
            "all_reduce_sum_", "barrier", "dist_env", "local_tensor", "row_slices",
            "split_batch", "unsharded"]
 
@@ -96,9 +97,7 @@ def dist_env() -> DistEnv:
         return DistEnv()
     engine, reshard = "replicate", True
     if _true("ACCELERATE_USE_DEEPSPEED"):
-        from interp_unlearn.unlearn.zero import check_env
-
-        check_env()
+        check_zero3_env()
         engine = "zero3"
     elif _true("ACCELERATE_USE_FSDP"):
         engine, reshard = "fsdp", _fsdp_reshard()
@@ -111,6 +110,33 @@ def dist_env() -> DistEnv:
         dist.init_process_group(backend="nccl" if cuda else "gloo")
     return DistEnv(dist.get_rank(), dist.get_world_size(), local,
                    torch.device("cuda", local) if cuda else torch.device("cpu"), engine, reshard)
+
+
+def check_zero3_env() -> None:
+    """Refuse (one line) the DeepSpeed launch options the trainer's ZeRO-3 engine
+    (:mod:`interp_unlearn.unlearn.zero`) does not run; called by :func:`dist_env` before
+    the process group exists."""
+    env = os.environ
+    stage = env.get("ACCELERATE_DEEPSPEED_ZERO_STAGE", "3") or "3"
+    why = None
+    if stage != "3":
+        why = (f"ZeRO stage {stage} (only stage 3 is run; for replicated weights use "
+               "ddp.yaml, for FSDP fsdp.yaml)")
+    elif env.get("ACCELERATE_DEEPSPEED_CONFIG_FILE", "none").lower() not in ("", "none"):
+        why = "a deepspeed_config_file (the trainer writes its own DeepSpeed config)"
+    else:
+        for var in ("ACCELERATE_DEEPSPEED_OFFLOAD_OPTIMIZER_DEVICE",
+                    "ACCELERATE_DEEPSPEED_OFFLOAD_PARAM_DEVICE"):
+            if env.get(var, "none").lower() not in ("", "none"):
+                why = f"offloading ({var}={env[var]}): use more processes"
+        for var, flag, fine in (("ACCELERATE_GRADIENT_ACCUMULATION_STEPS", "--grad-accum",
+                                 ("", "none", "1")),
+                                ("ACCELERATE_GRADIENT_CLIPPING", "--grad-clip", ("", "none"))):
+            if env.get(var, "none").lower() not in fine and not why:
+                why = f"accelerate's {var}={env[var]} (use the trainer's {flag})"
+    if why:
+        raise ShardedEngineError(f"the trainer's DeepSpeed ZeRO-3 does not run {why}; see "
+                                 "interp_unlearn/assets/accelerate/zero3.yaml")
 
 
 def _true(var: str) -> bool:

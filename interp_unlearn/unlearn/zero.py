@@ -54,36 +54,11 @@ from typing import Any
 import torch
 from torch import nn
 
-from interp_unlearn.core.distributed import DistEnv, ShardedEngineError, local_tensor
+from interp_unlearn.core.distributed import (DistEnv, ShardedEngineError,  # noqa: F401
+                                             check_zero3_env as check_env, local_tensor)
 
 __all__ = ["ZeroEngine", "check_env", "check_supported", "ds_config", "full_state_dict",
            "weight_norm"]
-
-
-def check_env() -> None:
-    """Refuse (one line) the DeepSpeed launch options the trainer does not run; called by
-    :func:`~interp_unlearn.core.distributed.dist_env` before the process group exists."""
-    env = os.environ
-    stage = env.get("ACCELERATE_DEEPSPEED_ZERO_STAGE", "3") or "3"
-    why = None
-    if stage != "3":
-        why = (f"ZeRO stage {stage} (only stage 3 is run; for replicated weights use "
-               "ddp.yaml, for FSDP fsdp.yaml)")
-    elif env.get("ACCELERATE_DEEPSPEED_CONFIG_FILE", "none").lower() not in ("", "none"):
-        why = "a deepspeed_config_file (the trainer writes its own DeepSpeed config)"
-    else:
-        for var in ("ACCELERATE_DEEPSPEED_OFFLOAD_OPTIMIZER_DEVICE",
-                    "ACCELERATE_DEEPSPEED_OFFLOAD_PARAM_DEVICE"):
-            if env.get(var, "none").lower() not in ("", "none"):
-                why = f"offloading ({var}={env[var]}): use more processes"
-        for var, flag, fine in (("ACCELERATE_GRADIENT_ACCUMULATION_STEPS", "--grad-accum",
-                                 ("", "none", "1")),
-                                ("ACCELERATE_GRADIENT_CLIPPING", "--grad-clip", ("", "none"))):
-            if env.get(var, "none").lower() not in fine and not why:
-                why = f"accelerate's {var}={env[var]} (use the trainer's {flag})"
-    if why:
-        raise ShardedEngineError(f"the trainer's DeepSpeed ZeRO-3 does not run {why}; see "
-                                 "interp_unlearn/assets/accelerate/zero3.yaml")
 
 
 def check_supported(config: Any, method: str, params: Any) -> Any:
